@@ -1,0 +1,98 @@
+"""Command line: ``metarl train | evaluate | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from metarl.checkpoint import CheckpointError
+from metarl.config import ConfigError, load_config
+
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.config is None and not args.resume:
+        raise ConfigError("train needs a CONFIG file (or --resume with --run-dir)")
+    if args.config is None:
+        if args.run_dir is None:
+            raise ConfigError("--resume without CONFIG needs --run-dir")
+        config = load_config(Path(args.run_dir) / "config.yaml", args.set)
+    else:
+        config = load_config(args.config, args.set)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    from metarl.supervised.train import train
+
+    metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"run saved in {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from metarl.evaluate import evaluate_sinusoid, write_result
+
+    shots = tuple(int(s) for s in args.shots.split(","))
+    result = evaluate_sinusoid(args.run_dir, steps=args.steps, num_tasks=args.tasks,
+                               shots=shots, seed=args.seed, checkpoint=args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    json_path, png_path = write_result(result, out)
+    for k, curve in result["shots"].items():
+        picks = [s for s in (0, 1, 5, 10) if s < len(curve["mean"])]
+        summary = ", ".join(f"{s} steps {curve['mean'][s]:.3f}±{curve['ci95'][s]:.3f}"
+                            for s in picks)
+        print(f"K={k}: {summary}")
+    print(f"wrote {json_path} and {png_path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / f"{args.name}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"no benchmark named {args.name!r} ({script} does not exist)")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train from a YAML config")
+    train.add_argument("config", nargs="?", help="YAML config (see experiments/configs/)")
+    train.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="adaptation curves of a trained run")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--steps", type=int, default=10, help="inner steps (0..K)")
+    evaluate.add_argument("--tasks", type=int, default=600, help="held-out tasks")
+    evaluate.add_argument("--shots", default="5,10,20", help="support sizes, comma-separated")
+    evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument("--checkpoint", default="checkpoint.pt", help="or best.pt")
+    evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/")
+    bench.add_argument("name", help="e.g. supervised, sampler")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as err:
+        print(f"metarl: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Models for the functional core.
+
+``MLP`` and the policies accept *stacked* parameters (every tensor with a
+leading task dimension T) through ``metarl.functional.call``: each linear
+layer becomes one batched matmul over tasks, so a single call evaluates T
+tasks with T parameter sets. Inputs are then shaped (T, ..., features).
+
+``Conv4`` uses batch statistics in both the inner and the outer loop (no
+running statistics), as the original MAML; its batch norm is written with
+plain tensor ops so that ``torch.func.vmap`` over tasks stays exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, distributions, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Linear layer for shared or stacked weights.
+
+    weight (out, in), bias (out,): x (..., in) -> (..., out).
+    weight (T, out, in), bias (T, out): x (T, ..., in) -> (T, ..., out).
+    """
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    num_tasks = weight.shape[0]
+    flat = x.reshape(num_tasks, -1, x.shape[-1])
+    out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+class MLP(nn.Module):
+    """Fully connected network: in -> hidden... -> out, activation between layers."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (64, 64),
+                 activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        sizes = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = linear(x, layer.weight, layer.bias)
+            if i < len(self.layers) - 1:
+                x = self.activation(x)
+        return x
+
+
+class GaussianPolicy(nn.Module):
+    """Diagonal Gaussian over actions: mean from an MLP, state-independent learned log-std.
+
+    forward(obs (..., obs_dim)) -> Independent(Normal) with batch shape (...,) and
+    event shape (act_dim,), so ``log_prob`` already sums over action dimensions.
+    With stacked parameters, obs is (T, ..., obs_dim).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64),
+                 activation: str = "relu", init_std: float = 1.0):
+        super().__init__()
+        self.mean = MLP(obs_dim, act_dim, hidden, activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def forward(self, obs: Tensor) -> distributions.Distribution:
+        mean = self.mean(obs)
+        log_std = self.log_std
+        if log_std.dim() == 2:  # stacked (T, act_dim): broadcast over the batch dims
+            log_std = log_std.reshape(log_std.shape[0], *[1] * (mean.dim() - 2), -1)
+        std = log_std.exp().expand_as(mean)
+        return distributions.Independent(distributions.Normal(mean, std), 1)
+
+
+class CategoricalPolicy(nn.Module):
+    """Categorical over discrete actions with logits from an MLP."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: tuple[int, ...] = (64, 64),
+                 activation: str = "relu"):
+        super().__init__()
+        self.logits = MLP(obs_dim, num_actions, hidden, activation)
+
+    def forward(self, obs: Tensor) -> distributions.Distribution:
+        return distributions.Categorical(logits=self.logits(obs))
+
+
+def batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Batch norm with the current batch's statistics, in plain ops (exact under vmap).
+
+    x (N, C, H, W); weight, bias (C,).
+    """
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    x = (x - mean) * torch.rsqrt(var + eps)
+    return x * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+
+class Conv4(nn.Module):
+    """The MAML paper's 4-block convolutional classifier.
+
+    Each block: 3x3 conv -> batch norm (batch statistics) -> ReLU, then either
+    stride 2 in the conv (``pool=False``, the paper's Omniglot net, 64 filters)
+    or a 2x2 max-pool (``pool=True``, the MiniImageNet net, 32 filters).
+    forward(x (N, C, H, W)) -> logits (N, num_classes).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, filters: int = 64,
+                 pool: bool = False, image_size: int = 28):
+        super().__init__()
+        self.pool = pool
+        self.convs = nn.ModuleList()
+        self.norm_weights = nn.ParameterList()
+        self.norm_biases = nn.ParameterList()
+        channels, size = in_channels, image_size
+        for _ in range(4):
+            self.convs.append(nn.Conv2d(channels, filters, 3, stride=1 if pool else 2, padding=1))
+            self.norm_weights.append(nn.Parameter(torch.ones(filters)))
+            self.norm_biases.append(nn.Parameter(torch.zeros(filters)))
+            channels, size = filters, (size // 2 if pool else (size + 1) // 2)
+        # Strided nets average the final map (as the paper's code); pooled nets flatten it.
+        self.features = filters if not pool else filters * size * size
+        self.head = nn.Linear(self.features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv, w, b in zip(self.convs, self.norm_weights, self.norm_biases):
+            x = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
+            x = F.relu(batch_norm(x, w, b))
+            if self.pool:
+                x = F.max_pool2d(x, 2)
+        x = x.flatten(1) if self.pool else x.mean(dim=(2, 3))
+        return F.linear(x, self.head.weight, self.head.bias)
+
+    @staticmethod
+    def head_names() -> list[str]:
+        return ["head.weight", "head.bias"]

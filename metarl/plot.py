@@ -1,0 +1,32 @@
+"""Plots of adaptation curves (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: str = "",
+                log_y: bool = False) -> Path:
+    """One line per curve with its 95% band; each curve has ``steps``, ``mean``, ``ci95``."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, curve in curves.items():
+        steps, mean, ci = curve["steps"], curve["mean"], curve["ci95"]
+        ax.plot(steps, mean, marker="o", label=label)
+        ax.fill_between(steps, [m - c for m, c in zip(mean, ci)],
+                        [m + c for m, c in zip(mean, ci)], alpha=0.2)
+    ax.set_xlabel("inner gradient steps")
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,1 @@
+"""MAML for reinforcement learning: sampler, returns, baseline, losses, TRPO."""

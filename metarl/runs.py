@@ -1,0 +1,103 @@
+"""A run directory: resolved config, TensorBoard events, checkpoint.
+
+Layout of ``RUN_DIR``::
+
+    config.yaml       the resolved configuration (what was actually run)
+    checkpoint.pt     the latest checkpoint (atomic)
+    best.pt           the best iterate so far, where the training loop keeps one
+    events.out.tfevents.*   TensorBoard scalars, config text and hyper-parameters
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metarl.config import ConfigError, load_config, save_config, to_dict
+
+# Keys that may change when a run is resumed: they do not change the computation.
+RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes a GPU when one is present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'device': 'cuda' requested but no GPU is available; "
+                          "use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def load_run_config(run_dir: str | Path) -> Any:
+    """The typed config of an existing run; a clear error if ``run_dir`` is not a run."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    return load_config(path)
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    changed = [k for k in sorted(set(saved) | set(current))
+               if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k)]
+    if changed:
+        k = changed[0]
+        raise CheckpointError(
+            f"cannot resume {run_dir}: config key '{k}' was {saved.get(k)!r} in the run, "
+            f"now {current.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change)")
+
+
+class Run:
+    """Owns a run directory: checks it, writes the config, logs scalars, saves checkpoints."""
+
+    def __init__(self, run_dir: str | Path, config: Any, resume: bool = False):
+        self.dir = Path(run_dir)
+        self.config = config
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        self.best_path = self.dir / "best.pt"
+        self.start_state: dict[str, Any] | None = None
+        if resume:
+            self.start_state = load_checkpoint(self.checkpoint_path)
+            check_resumable(self.start_state["config"], to_dict(config), self.dir)
+        elif self.checkpoint_path.exists():
+            raise CheckpointError(f"{self.dir} already holds a run (checkpoint.pt); pass --resume "
+                                  "to continue it or choose another --run-dir")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.dir / "config.yaml")
+        self._writer = None
+
+    @property
+    def start_iteration(self) -> int:
+        return 0 if self.start_state is None else int(self.start_state["iteration"])
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events logged after the checkpoint we resume from.
+            self._writer = SummaryWriter(str(self.dir), purge_step=self.start_iteration or None)
+            if self.start_state is None:
+                text = yaml.safe_dump(to_dict(self.config), sort_keys=False)
+                self._writer.add_text("config", "```\n" + text + "\n```", 0)
+        return self._writer
+
+    def log(self, iteration: int, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, iteration)
+
+    def save(self, state: dict[str, Any], best: bool = False) -> None:
+        state = {**state, "config": to_dict(self.config)}
+        save_checkpoint(state, self.best_path if best else self.checkpoint_path)
+
+    def close(self, final_metrics: dict[str, float] | None = None) -> None:
+        if final_metrics:
+            hparams = {k: (str(v) if isinstance(v, (list, type(None))) else v)
+                       for k, v in to_dict(self.config).items()}
+            self.writer.add_hparams(hparams, final_metrics, run_name=".")
+        if self._writer is not None:
+            self._writer.close()
