@@ -12,6 +12,19 @@ from metarl.config import ConfigError, load_config
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
 
 
+def make_family(config):
+    """The one place where a task family from ``envs`` is wired into training."""
+    from envs.registration import get_family
+
+    kwargs = dict(config.env_kwargs)
+    if ":" not in config.env:  # built-in families take the horizon as their time limit
+        kwargs.setdefault("max_episode_steps", config.horizon)
+    try:
+        return get_family(config.env, **kwargs)
+    except (ValueError, TypeError, ImportError) as err:
+        raise ConfigError(f"config key 'env' / 'env_kwargs': {err}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     if args.config is None and not args.resume:
         raise ConfigError("train needs a CONFIG file (or --resume with --run-dir)")
@@ -22,9 +35,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config, args.set)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    from metarl.supervised.train import train
+    if config.kind == "rl":
+        from metarl.rl.train import train as train_rl
 
-    metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+        family = make_family(config)
+        metrics = train_rl(config, family, run_dir, resume=args.resume, progress=not args.quiet)
+    else:
+        from metarl.supervised.train import train
+
+        metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 

@@ -136,9 +136,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def config_classes() -> dict[str, type]:
     """``kind`` -> dataclass. Imported lazily so config stays free of algorithm code."""
+    from metarl.rl.config import RLConfig
     from metarl.supervised.config import SinusoidConfig
 
-    return {"sinusoid": SinusoidConfig}
+    return {"sinusoid": SinusoidConfig, "rl": RLConfig}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

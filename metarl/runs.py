@@ -20,7 +20,7 @@ from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.config import ConfigError, load_config, save_config, to_dict
 
 # Keys that may change when a run is resumed: they do not change the computation.
-RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device"}
+RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,6 +31,16 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("config key 'device': 'cuda' requested but no GPU is available; "
                           "use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def setup_torch(config) -> torch.device:
+    """Apply the run's thread count and pick its device.
+
+    Why threads default to 1: the nets are small, and on a busy 2-core machine
+    OpenMP's spinning threads make tiny ops up to 100x slower.
+    """
+    torch.set_num_threads(config.threads)
+    return resolve_device(config.device)
 
 
 def load_run_config(run_dir: str | Path) -> Any:
@@ -96,7 +106,7 @@ class Run:
 
     def close(self, final_metrics: dict[str, float] | None = None) -> None:
         if final_metrics:
-            hparams = {k: (str(v) if isinstance(v, (list, type(None))) else v)
+            hparams = {k: (str(v) if isinstance(v, (list, dict, type(None))) else v)
                        for k, v in to_dict(self.config).items()}
             self.writer.add_hparams(hparams, final_metrics, run_name=".")
         if self._writer is not None:

@@ -40,7 +40,7 @@ def test_bad_values_are_one_line_errors(key, value, message):
 
 
 def test_unknown_kind():
-    with pytest.raises(ConfigError, match="'kind' must be one of 'sinusoid'"):
+    with pytest.raises(ConfigError, match="'kind' must be one of 'sinusoid', 'rl'"):
         load_config(data={"kind": "sinewave"})
 
 

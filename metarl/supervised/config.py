@@ -19,6 +19,7 @@ class SinusoidConfig:
     method: Method = "maml"
     seed: int = spec(0, low=0)
     device: Device = "auto"
+    threads: int = spec(1, low=1, doc="torch intra-op threads (small nets: 1 is fastest)")
     iterations: int = spec(70000, low=1)
     meta_batch_size: int = spec(25, low=1)
     shots: int = spec(10, low=1, doc="support points per task (K)")

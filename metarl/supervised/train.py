@@ -19,7 +19,7 @@ from metarl.checkpoint import restore_rng, rng_state
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
 from metarl.models import MLP
-from metarl.runs import Run, resolve_device
+from metarl.runs import Run, setup_torch
 from metarl.supervised import sinusoid
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
@@ -44,7 +44,7 @@ def to_device(batch, device):
 def train(config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns the final logged metrics."""
     run = Run(run_dir, config, resume)
-    device = resolve_device(config.device)
+    device = setup_torch(config)
     model, rates = build_learner(config)
     model.to(device)
     meta_modules = torch.nn.ModuleList([model] + ([rates] if rates is not None else []))

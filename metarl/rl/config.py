@@ -1,0 +1,41 @@
+"""Configuration of MAML-TRPO runs. Defaults are the MAML paper's 2D navigation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from metarl.config import spec
+
+
+@dataclass
+class RLConfig:
+    """MAML-RL (Finn et al. 2017, section 5.3): policy-gradient inner steps, TRPO outer step."""
+
+    kind: Literal["rl"] = "rl"
+    env: str = spec("Navigation2D", doc="family name, gymnasium id metarl/<Name>-v0, or module:Class")
+    env_kwargs: dict = field(default_factory=dict)
+    method: Literal["maml"] = "maml"
+    seed: int = spec(0, low=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = spec(1, low=1, doc="torch intra-op threads (small nets: 1 is fastest)")
+    iterations: int = spec(500, low=1)
+    meta_batch_size: int = spec(20, low=1, doc="tasks per meta-iteration (T)")
+    episodes_per_task: int = spec(20, low=1, doc="episodes per task and inner step (E)")
+    horizon: int = spec(100, low=1, doc="maximum steps per episode (H)")
+    inner_lr: float = spec(0.1, low=0, low_open=True)
+    inner_steps: int = spec(1, low=1)
+    first_order: bool = False
+    inner_objective: Literal["reinforce", "lvc", "dice"] = "reinforce"
+    hidden_sizes: list[int] = spec([100, 100], low=1)
+    activation: Literal["relu", "tanh"] = "relu"
+    init_std: float = spec(1.0, low=0, low_open=True)
+    gamma: float = spec(0.99, low=0, high=1)
+    gae_lambda: float = spec(1.0, low=0, high=1)
+    max_kl: float = spec(0.01, low=0, low_open=True)
+    cg_iters: int = spec(10, low=1)
+    cg_damping: float = spec(1e-5, low=0)
+    line_search_steps: int = spec(15, low=1)
+    line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
+    checkpoint_every: int = spec(10, low=1)
+    log_every: int = spec(1, low=1)

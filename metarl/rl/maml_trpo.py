@@ -1,0 +1,133 @@
+"""One meta-iteration of MAML-TRPO, batched over the T tasks of a meta-batch.
+
+    sample tasks -> for each inner step: roll out with the current adapted
+    params, fit baseline + GAE, take a policy-gradient step (all tasks at once)
+    -> roll out the adapted policies (validation episodes)
+    -> TRPO on the meta-parameters: surrogate and KL of the adapted policies,
+       differentiated through the adaptation, conjugate gradient on
+       Fisher-vector products, backtracking line search under max_kl.
+
+The adaptation is recomputed from the meta-parameters inside the TRPO
+closures, so every loss, KL and Fisher-vector product goes through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from metarl.functional import Params, call, detach_params, expand_params, params_of
+from metarl.meta import adapt
+from metarl.rl.baseline import linear_baseline_values
+from metarl.rl.episodes import Episodes
+from metarl.rl.fisher import adaptation_fisher_product
+from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate_loss
+from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
+from metarl.rl.sampler import rollout
+from metarl.rl.trpo import trpo_step
+
+
+def advantages(episodes: Episodes, gamma: float, gae_lambda: float) -> Tensor:
+    """GAE on a linear feature baseline fitted per task, normalised per task: (T, E, H)."""
+    returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
+    values = linear_baseline_values(episodes.obs, returns, episodes.mask)
+    adv = generalized_advantages(episodes.rewards, values, episodes.mask, gamma, gae_lambda)
+    return normalize_per_task(adv, episodes.mask)
+
+
+@dataclass
+class MetaBatch:
+    """Everything one meta-iteration sampled; the TRPO step only reads it.
+
+    train: per inner step, (episodes, advantages) used for that step's update.
+    valid: episodes of the adapted policies, with their advantages and the
+    log-probabilities under the policies that sampled them.
+    """
+
+    train: list[tuple[Episodes, Tensor]]
+    valid: Episodes
+    valid_advantages: Tensor
+    valid_log_probs: Tensor
+
+
+def adapt_policy(policy: nn.Module, meta_params: Mapping[str, Tensor],
+                 train: list[tuple[Episodes, Tensor]], config) -> Params:
+    """Stacked (T, ...) adapted parameters after one inner step per train batch."""
+    loss = inner_loss(config.inner_objective)
+    params = expand_params(meta_params, train[0][0].num_tasks)
+    for episodes, adv in train:
+        params = adapt(lambda p, batch: loss(policy, p, *batch), params, (episodes, adv),
+                       config.inner_lr, 1, config.first_order)
+    return params
+
+
+def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
+                      generator: torch.Generator) -> tuple[MetaBatch, dict[str, float]]:
+    """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
+
+    env_seeds: one env reset seed per rollout (inner_steps + 1 of them).
+    """
+    meta_params = params_of(policy)
+    stats: dict[str, float] = {"time/sampling": 0.0, "time/adaptation": 0.0}
+    train: list[tuple[Episodes, Tensor]] = []
+    params = detach_params(expand_params(meta_params, env.num_tasks))
+    for step in range(config.inner_steps + 1):
+        tick = time.perf_counter()
+        episodes = rollout(env, policy, params, config.horizon, env_seeds[step], generator)
+        stats["time/sampling"] += time.perf_counter() - tick
+        stats[f"return/after_{step}_steps"] = episodes.returns().mean().item()
+        adv = advantages(episodes, config.gamma, config.gae_lambda)
+        if step == config.inner_steps:
+            break
+        train.append((episodes, adv))
+        tick = time.perf_counter()
+        params = detach_params(adapt_policy(policy, meta_params, train, config))
+        stats["time/adaptation"] += time.perf_counter() - tick
+    with torch.no_grad():
+        old_log_probs = log_probs(policy, params, episodes)
+    steps = sum(e.mask.sum().item() for e, _ in train) + episodes.mask.sum().item()
+    stats["env_steps"] = steps
+    return MetaBatch(train, episodes, adv, old_log_probs), stats
+
+
+def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]:
+    """TRPO step on the policy's meta-parameters (written into the module)."""
+    meta_params = {k: v.detach() for k, v in params_of(policy).items()}
+    with torch.no_grad():
+        old_dist = call(policy, adapt_policy_detached(policy, meta_params, batch, config),
+                        batch.valid.obs)
+
+    def surrogate(params: Params) -> Tensor:
+        adapted = adapt_policy(policy, params, batch.train, config)
+        return surrogate_loss(policy, adapted, batch.valid, batch.valid_advantages,
+                              batch.valid_log_probs)
+
+    def kl(params: Params) -> Tensor:
+        adapted = adapt_policy(policy, params, batch.train, config)
+        return mean_kl(old_dist, call(policy, adapted, batch.valid.obs), batch.valid.mask)
+
+    fisher = adaptation_fisher_product(policy, meta_params, batch.train,
+                                       inner_loss(config.inner_objective), config.inner_lr,
+                                       config.first_order, batch.valid, old_dist)
+    new_params, info = trpo_step(meta_params, surrogate, kl, config.max_kl, fvp_fn=fisher,
+                                 damping=config.cg_damping, cg_iters=config.cg_iters,
+                                 backtrack_ratio=config.line_search_ratio,
+                                 max_backtracks=config.line_search_steps)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            p.copy_(new_params[name])
+    return {"surrogate/before": info["loss_before"], "surrogate/after": info["loss_after"],
+            "trpo/kl": info["kl"], "trpo/line_search_steps": info["backtracks"],
+            "trpo/accepted": float(info["accepted"])}
+
+
+def adapt_policy_detached(policy: nn.Module, meta_params: Params, batch: MetaBatch,
+                          config) -> Params:
+    """The adapted parameters at the current meta-parameters, as constants."""
+    with torch.enable_grad():
+        params = {k: v.clone().requires_grad_() for k, v in meta_params.items()}
+        return detach_params(adapt_policy(policy, params, batch.train, config))

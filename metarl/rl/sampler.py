@@ -1,0 +1,92 @@
+"""Roll out T tasks x E episodes at once, each task with its own policy parameters.
+
+One batched policy call per time step for all T*E environments: the stacked
+parameters (leading dim T) go through ``metarl.functional.call``, which the
+models turn into one batched matmul per layer. Randomness comes only from the
+env seed and an explicit ``torch.Generator``: same seeds, same episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, distributions, nn
+
+from metarl.functional import call
+from metarl.rl.episodes import Episodes
+
+
+def sample_action(dist: distributions.Distribution, generator: torch.Generator | None) -> Tensor:
+    """Draw from the policy's distribution with an explicit generator.
+
+    Supports Independent(Normal) (Gaussian policies) and Categorical.
+    """
+    base = dist.base_dist if isinstance(dist, distributions.Independent) else dist
+    if isinstance(base, distributions.Normal):
+        noise = torch.randn(base.loc.shape, generator=generator, device=base.loc.device,
+                            dtype=base.loc.dtype)
+        return base.loc + base.scale * noise
+    if isinstance(base, distributions.Categorical):
+        flat = base.probs.reshape(-1, base.probs.shape[-1])
+        draws = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
+        return draws.reshape(base.probs.shape[:-1])
+    raise TypeError(f"cannot sample from {type(dist).__name__}; expected a Gaussian or Categorical")
+
+
+def env_actions(actions: Tensor, action_space) -> np.ndarray:
+    """Policy actions (T, E, ...) -> what the env takes (T*E, ...), clipped to a Box."""
+    out = actions.detach().cpu().numpy()
+    out = out.reshape(-1, *out.shape[2:])
+    if hasattr(action_space, "low") and action_space.dtype.kind == "f":
+        out = np.clip(out, action_space.low, action_space.high)
+    return out
+
+
+@torch.no_grad()
+def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
+            seed: int | None = None, generator: torch.Generator | None = None) -> Episodes:
+    """Run every sub-env of ``env`` for up to ``horizon`` steps.
+
+    env: a task-major vector env (``num_tasks`` T, ``episodes_per_task`` E,
+        ``num_envs`` = T*E; see ``envs.base``).
+    params: stacked policy parameters, every tensor (T, ...).
+    seed: passed to ``env.reset`` (sub-env i gets seed + i).
+    Returns Episodes with (T, E, H, ...) tensors on the parameters' device;
+    actions are the policy's samples (before clipping to the action space).
+    """
+    num_tasks, per_task = env.num_tasks, env.episodes_per_task
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    device = next(iter(params.values())).device
+    obs, _ = env.reset(seed=seed)
+    alive = np.ones(env.num_envs, dtype=bool)
+    all_obs, all_actions, all_rewards, all_masks = [], [], [], []
+    for _ in range(horizon):
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
+        actions = sample_action(call(policy, params, obs_t), generator)
+        obs_next, rewards, terminated, truncated, _ = env.step(
+            env_actions(actions, env.single_action_space))
+        all_obs.append(obs_t)
+        all_actions.append(actions)
+        all_masks.append(torch.as_tensor(alive, dtype=torch.float32).view(num_tasks, per_task))
+        rewards = torch.as_tensor(np.where(alive, rewards, 0.0), dtype=torch.float32)
+        all_rewards.append(rewards.view(num_tasks, per_task))
+        alive &= ~(np.asarray(terminated) | np.asarray(truncated))
+        obs = obs_next
+        if not alive.any():
+            break
+    steps = len(all_obs)
+    pad = horizon - steps  # every episode ended early: pad with masked steps
+
+    def stack(items: list[Tensor]) -> Tensor:
+        out = torch.stack(items, dim=2).to(device)
+        if pad:
+            out = torch.cat([out, out.new_zeros(*out.shape[:2], pad, *out.shape[3:])], dim=2)
+        return out
+
+    return Episodes(obs=stack(all_obs), actions=stack(all_actions),
+                    rewards=stack(all_rewards),
+                    mask=stack(all_masks))

@@ -1,0 +1,93 @@
+"""MAML-TRPO meta-training loop.
+
+Reads top to bottom: build the policy and the vector env, restore a
+checkpoint when resuming, then per iteration sample a meta-batch (tasks,
+rollouts, adaptation), take the TRPO step, log, checkpoint. Everything random
+derives from the run seed: the task generator (numpy) and the action
+generator (torch) are saved in every checkpoint, so a resumed run repeats
+the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarl.checkpoint import restore_rng, rng_state
+from metarl.models import CategoricalPolicy, GaussianPolicy
+from metarl.rl.maml_trpo import meta_update, sample_meta_batch
+from metarl.runs import Run, setup_torch
+
+
+def build_policy(config, observation_space, action_space) -> torch.nn.Module:
+    """Gaussian policy for Box actions, Categorical for Discrete; seeded from the run seed."""
+    torch.manual_seed(config.seed)
+    obs_dim = int(np.prod(observation_space.shape))
+    hidden = tuple(config.hidden_sizes)
+    if hasattr(action_space, "n"):
+        return CategoricalPolicy(obs_dim, int(action_space.n), hidden, config.activation)
+    return GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden, config.activation,
+                          config.init_std)
+
+
+def make_env(family, config, rng: np.random.Generator):
+    """The family's vector env over the first meta-batch of tasks."""
+    tasks = family.sample_tasks(rng, config.meta_batch_size)
+    return family.make_vector_env(tasks, config.episodes_per_task)
+
+
+def train(config, family, run_dir: str | Path, resume: bool = False,
+          progress: bool = True) -> dict[str, float]:
+    """Meta-train a policy on ``family`` (an ``envs.base.TaskFamily``) into ``run_dir``."""
+    run = Run(run_dir, config, resume)
+    device = setup_torch(config)
+    rng = np.random.default_rng(config.seed)
+    env = make_env(family, config, np.random.default_rng([config.seed, 1]))
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    policy.to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    best = -float("inf")
+    if run.start_state is not None:
+        policy.load_state_dict(run.start_state["model"])
+        restore_rng(run.start_state["rng"], rng)
+        generator.set_state(run.start_state["action_rng"])
+        best = run.start_state["best_return"]
+
+    def checkpoint(iteration: int, path_best: bool = False) -> None:
+        run.save({"iteration": iteration, "model": policy.state_dict(), "rng": rng_state(rng),
+                  "action_rng": generator.get_state(), "best_return": best}, best=path_best)
+
+    metrics: dict[str, float] = {}
+    bar = tqdm(range(run.start_iteration, config.iterations), disable=not progress,
+               initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
+    for iteration in bar:
+        tick = time.perf_counter()
+        env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
+        seeds = [int(s) for s in rng.integers(2**31 - 1, size=config.inner_steps + 1)]
+        batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
+        outer_tick = time.perf_counter()
+        stats.update(meta_update(policy, batch, config))
+        stats["time/outer_step"] = time.perf_counter() - outer_tick
+        stats["time/iteration"] = time.perf_counter() - tick
+        stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
+
+        done = iteration + 1
+        post = stats[f"return/after_{config.inner_steps}_steps"]
+        bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
+        if done % config.log_every == 0 or done == config.iterations:
+            run.log(done, stats)
+        metrics = stats
+        if post > best:  # the paper evaluates the best iterate
+            best = post
+            checkpoint(done, path_best=True)
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            checkpoint(done)
+    env.close()
+    run.close({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
+               "final/return_after": metrics.get(f"return/after_{config.inner_steps}_steps",
+                                                 float("nan"))})
+    return {k: v for k, v in metrics.items() if k.startswith("return/")}

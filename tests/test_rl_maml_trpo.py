@@ -1,0 +1,84 @@
+"""MAML-TRPO: meta-gradients and Fisher products through the adaptation, learning."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from envs.navigation import Navigation2DFamily
+from metarl.config import load_config
+from metarl.functional import call, flatten, params_of, unflatten
+from metarl.models import GaussianPolicy
+from metarl.rl.fisher import adaptation_fisher_product
+from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
+from metarl.rl.maml_trpo import adapt_policy, adapt_policy_detached, sample_meta_batch
+from metarl.rl.trpo import fisher_vector_product
+
+
+def small_batch(inner_objective="reinforce", first_order=False, inner_steps=2):
+    """A real navigation meta-batch with a tiny float64 policy."""
+    config = load_config(data={"kind": "rl"}, overrides=[
+        "meta_batch_size=3", "episodes_per_task=4", "horizon=12", "hidden_sizes=[6]",
+        f"inner_steps={inner_steps}", f"inner_objective={inner_objective}", "inner_lr=0.5",
+        f"first_order={str(first_order).lower()}", "activation=tanh"])
+    family = Navigation2DFamily(max_episode_steps=config.horizon)
+    env = family.make_vector_env(family.sample_tasks(np.random.default_rng(0), 3), 4)
+    torch.manual_seed(0)
+    policy = GaussianPolicy(2, 2, (6,), "tanh", init_std=0.5).double()
+    batch, _ = sample_meta_batch(env, policy.float(), config, [1, 2, 3],
+                                 torch.Generator().manual_seed(0))
+    policy.double()
+    to64 = lambda e: e.double()
+    batch.train = [(to64(e), a.double()) for e, a in batch.train]
+    batch.valid, batch.valid_advantages = to64(batch.valid), batch.valid_advantages.double()
+    batch.valid_log_probs = batch.valid_log_probs.double()
+    return config, policy, batch
+
+
+def surrogate_of(policy, batch, config):
+    return lambda params: surrogate_loss(policy, adapt_policy(policy, params, batch.train, config),
+                                         batch.valid, batch.valid_advantages,
+                                         batch.valid_log_probs)
+
+
+def test_meta_gradient_of_surrogate_matches_finite_differences():
+    # REINFORCE only: with fixed episodes, DiCE and LVC deliberately differ from the
+    # derivative of the fixed-sample function (they add the sampling-distribution
+    # term in expectation); tests/test_rl_losses.py checks those by enumeration.
+    config, policy, batch = small_batch("reinforce")
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    objective = surrogate_of(policy, batch, config)
+    flat = flatten(meta).clone().requires_grad_()
+    (grad,) = torch.autograd.grad(objective(unflatten(flat, meta)), flat)
+    eps, numeric = 1e-6, torch.zeros_like(grad)
+    for i in range(flat.numel()):
+        shift = torch.zeros_like(grad)
+        shift[i] = eps
+        plus = objective(require_grad(unflatten(flat.detach() + shift, meta))).item()
+        minus = objective(require_grad(unflatten(flat.detach() - shift, meta))).item()
+        numeric[i] = (plus - minus) / (2 * eps)
+    torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def require_grad(params):
+    return {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+
+
+@pytest.mark.parametrize("inner_objective,first_order", [("reinforce", False), ("lvc", False),
+                                                          ("reinforce", True)])
+def test_structured_fisher_product_equals_brute_force(inner_objective, first_order):
+    config, policy, batch = small_batch(inner_objective, first_order)
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    old = call(policy, adapt_policy_detached(policy, meta, batch, config), batch.valid.obs)
+    flat = flatten(meta).clone().requires_grad_()
+    kl = lambda: mean_kl(old, call(policy, adapt_policy(policy, unflatten(flat, meta),
+                                                        batch.train, config), batch.valid.obs),
+                         batch.valid.mask)
+    brute = fisher_vector_product(kl, [flat], damping=0.0)
+    fast = adaptation_fisher_product(policy, meta, batch.train, inner_loss(inner_objective),
+                                     config.inner_lr, first_order, batch.valid, old)
+    for seed in range(3):
+        v = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        torch.testing.assert_close(fast(v), brute(v), rtol=1e-7, atol=1e-10)
