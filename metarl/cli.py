@@ -48,18 +48,28 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from metarl.evaluate import evaluate_sinusoid, write_result
+    from metarl.evaluate import evaluate_rl, evaluate_sinusoid, write_result
+    from metarl.runs import load_run_config
 
-    shots = tuple(int(s) for s in args.shots.split(","))
-    result = evaluate_sinusoid(args.run_dir, steps=args.steps, num_tasks=args.tasks,
-                               shots=shots, seed=args.seed, checkpoint=args.checkpoint)
+    config = load_run_config(args.run_dir)
+    if config.kind == "rl":
+        result = evaluate_rl(args.run_dir, make_family(config), steps=args.steps or 3,
+                             num_tasks=args.tasks or 40, episodes=args.episodes,
+                             seed=args.seed, checkpoint=args.checkpoint or "best.pt")
+        curves = {result["method"]: result["curve"]}
+    else:
+        shots = tuple(int(s) for s in args.shots.split(","))
+        result = evaluate_sinusoid(args.run_dir, steps=args.steps or 10,
+                                   num_tasks=args.tasks or 600, shots=shots, seed=args.seed,
+                                   checkpoint=args.checkpoint or "checkpoint.pt")
+        curves = {f"K={k}": curve for k, curve in result["shots"].items()}
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     json_path, png_path = write_result(result, out)
-    for k, curve in result["shots"].items():
-        picks = [s for s in (0, 1, 5, 10) if s < len(curve["mean"])]
+    for label, curve in curves.items():
+        picks = [s for s in (0, 1, 2, 3, 5, 10) if s < len(curve["mean"])]
         summary = ", ".join(f"{s} steps {curve['mean'][s]:.3f}±{curve['ci95'][s]:.3f}"
                             for s in picks)
-        print(f"K={k}: {summary}")
+        print(f"{label}: {summary}")
     print(f"wrote {json_path} and {png_path}")
 
 
@@ -88,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="adaptation curves of a trained run")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--steps", type=int, default=10, help="inner steps (0..K)")
-    evaluate.add_argument("--tasks", type=int, default=600, help="held-out tasks")
-    evaluate.add_argument("--shots", default="5,10,20", help="support sizes, comma-separated")
+    evaluate.add_argument("--steps", type=int, help="inner steps 0..K (sinusoid 10, RL 3)")
+    evaluate.add_argument("--tasks", type=int, help="held-out tasks (sinusoid 600, RL 40)")
+    evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
+    evaluate.add_argument("--episodes", type=int, help="RL episodes per task and step "
+                          "(default: the run's episodes_per_task)")
     evaluate.add_argument("--seed", type=int, default=12345)
-    evaluate.add_argument("--checkpoint", default="checkpoint.pt", help="or best.pt")
+    evaluate.add_argument("--checkpoint", help="checkpoint.pt (sinusoid default) or best.pt "
+                          "(RL default: the best iterate, as the paper evaluates)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -88,7 +88,8 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
 def from_dict(cls: type, data: dict[str, Any], source: str = "config") -> Any:
     """Build dataclass ``cls`` from ``data``, strictly."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{source}: expected a mapping of keys to values, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:

@@ -84,6 +84,31 @@ def evaluate_sinusoid(run_dir: str | Path, steps: int = 10, num_tasks: int = 600
     return result
 
 
+def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
+                episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
+                checkpoint: str = "best.pt") -> dict:
+    """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run."""
+    from metarl.rl.evaluate import adaptation_returns
+    from metarl.rl.train import build_policy
+
+    config, state = load_run(run_dir, checkpoint)
+    probe = family.make_env()
+    policy = build_policy(config, probe.observation_space, probe.action_space)
+    probe.close()
+    policy.load_state_dict(state["model"])
+    episodes = episodes or config.episodes_per_task
+    per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
+                                  later_factor)
+    stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
+    return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
+            "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
+            "tasks": num_tasks, "episodes": episodes, "seed": seed, "metric": "return",
+            "step_sizes": [config.inner_lr] + [config.inner_lr * later_factor] * (steps - 1),
+            "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
+                      "ci95": [c for _, c in stats]},
+            "per_task": per_task.tolist()}
+
+
 def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
     """Write the JSON and the PNG of its curves next to it; returns both paths."""
     from metarl.plot import plot_curves
@@ -92,7 +117,12 @@ def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     png = out.with_suffix(".png")
-    curves = {f"K={k}": v for k, v in result["shots"].items()}
-    plot_curves(curves, png, ylabel=result["metric"].upper(),
-                title=f"{result['kind']} ({result['method']}), {result['tasks']} held-out tasks")
+    if "shots" in result:
+        curves = {f"K={k}": v for k, v in result["shots"].items()}
+        name = result["kind"]
+    else:
+        curves, name = {result["method"]: result["curve"]}, result["env"]
+    plot_curves(curves, png, ylabel=result["metric"].upper() if result["metric"] == "mse"
+                else "mean episode return",
+                title=f"{name} ({result['method']}), {result['tasks']} held-out tasks")
     return out, png

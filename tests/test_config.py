@@ -13,13 +13,13 @@ def make(**over):
 
 def test_defaults_are_the_papers_settings():
     config = make()
-    assert (config.meta_batch_size, config.shots, config.inner_lr, config.outer_lr) == (25, 10, 0.01,
-                                                                                          0.001)
+    settings = (config.meta_batch_size, config.shots, config.inner_lr, config.outer_lr)
+    assert settings == (25, 10, 0.01, 0.001)
     assert config.hidden_sizes == [40, 40] and config.iterations == 70000
 
 
 def test_unknown_key_suggests_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown config key 'inner_lrr' \(did you mean 'inner_lr'"):
+    with pytest.raises(ConfigError, match=r"key 'inner_lrr' \(did you mean 'inner_lr'"):
         make(inner_lrr=0.1)
 
 

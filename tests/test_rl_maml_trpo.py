@@ -1,6 +1,5 @@
 """MAML-TRPO: meta-gradients and Fisher products through the adaptation, learning."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -60,3 +60,22 @@ def test_cli_trains_rl_config(tmp_path):
     args = ["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]
     assert main(args + [f"--set={s}" for s in SMALL]) == 0
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
+
+
+def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
+    import json
+
+    path = tmp_path / "nav.yaml"
+    path.write_text("kind: rl\nenv: Navigation2D\niterations: 2\n")
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]
+                + [f"--set={s}" for s in SMALL]) == 0
+    out = [tmp_path / "a.json", tmp_path / "b.json"]
+    for o in out:
+        assert main(["evaluate", str(run), "--steps", "2", "--tasks", "4", "--episodes", "3",
+                     "--out", str(o)]) == 0
+    a, b = (json.loads(o.read_text()) for o in out)
+    assert a["curve"] == b["curve"] and a["per_task"] == b["per_task"]
+    assert a["curve"]["steps"] == [0, 1, 2] and len(a["per_task"]) == 4
+    assert a["step_sizes"] == [0.1, 0.05]
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

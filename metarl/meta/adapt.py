@@ -92,7 +92,7 @@ def adapt_vmap(
         current = dict(params)
         for _ in range(steps):
             inner = {k: current[k] for k in names}
-            grads = torch.func.grad(lambda p: loss_fn({**current, **p}, batch))(inner)
+            grads = torch.func.grad(lambda p, rest=current: loss_fn({**rest, **p}, batch))(inner)
             if first_order:
                 grads = {k: g.detach() for k, g in grads.items()}
             current = sgd_step(current, grads, lr)

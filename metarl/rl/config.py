@@ -13,7 +13,7 @@ class RLConfig:
     """MAML-RL (Finn et al. 2017, section 5.3): policy-gradient inner steps, TRPO outer step."""
 
     kind: Literal["rl"] = "rl"
-    env: str = spec("Navigation2D", doc="family name, gymnasium id metarl/<Name>-v0, or module:Class")
+    env: str = spec("Navigation2D", doc="family name, id metarl/<Name>-v0, or module:Class")
     env_kwargs: dict = field(default_factory=dict)
     method: Literal["maml"] = "maml"
     seed: int = spec(0, low=0)

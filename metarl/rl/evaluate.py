@@ -1,0 +1,49 @@
+"""Adaptation curves of a meta-trained policy: returns after 0..K inner steps.
+
+Protocol (MAML paper, section 5.3): held-out tasks sampled with their own
+seed; at every step fresh episodes are rolled out with the policy adapted so
+far, then one policy-gradient step is taken on them, with step size alpha for
+the first step and alpha / 2 after (configurable). All tasks are batched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.functional import detach_params, expand_params, params_of
+from metarl.meta import adapt
+from metarl.rl.losses import inner_loss
+from metarl.rl.maml_trpo import advantages
+from metarl.rl.sampler import rollout
+
+
+def step_sizes(alpha: float, steps: int, later_factor: float = 0.5) -> list[float]:
+    """The paper's test step sizes: alpha, then alpha * later_factor."""
+    return [alpha if k == 0 else alpha * later_factor for k in range(steps)]
+
+
+def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
+                       steps: int, seed: int, later_factor: float = 0.5) -> np.ndarray:
+    """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
+    rng = np.random.default_rng(seed)
+    env = family.make_vector_env(family.sample_tasks(rng, num_tasks), episodes)
+    generator = torch.Generator().manual_seed(seed)
+    loss = inner_loss(config.inner_objective)
+    params = detach_params(expand_params(params_of(policy), num_tasks))
+    rates = step_sizes(config.inner_lr, steps, later_factor)
+    returns = []
+    for step in range(steps + 1):
+        episodes_k = rollout(env, policy, params, config.horizon,
+                             int(rng.integers(2**31 - 1)), generator)
+        returns.append(episodes_k.returns().mean(dim=1).cpu().numpy())
+        if step == steps:
+            break
+        adv = advantages(episodes_k, config.gamma, config.gae_lambda)
+        params = {k: v.requires_grad_() for k, v in params.items()}
+        # First order suffices: only the adapted values matter at test time.
+        params = detach_params(adapt(lambda p, b: loss(policy, p, *b), params,
+                                     (episodes_k, adv), rates[step], 1, first_order=True))
+    env.close()
+    return np.stack(returns, axis=1)
