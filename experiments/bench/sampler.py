@@ -83,7 +83,8 @@ def main() -> None:
     print(f"  (a) rollout, native batched env   {best['native']:9.0f} env-steps/s")
     print(f"  (b) rollout, SyncVectorEnv        {best['sync']:9.0f} env-steps/s")
     print(f"  (c) bare mujoco.rollout ceiling   {best['ceiling']:9.0f} env-steps/s")
-    print(f"  a/b = {best['native'] / best['sync']:.2f}   a/c = {best['native'] / best['ceiling']:.2f}")
+    a_b, a_c = best["native"] / best["sync"], best["native"] / best["ceiling"]
+    print(f"  a/b = {a_b:.2f}   a/c = {a_c:.2f}")
     native.close()
     sync.close()
 
