@@ -42,7 +42,7 @@ def test_early_termination_is_masked():
     params = {k: v.clone() for k, v in params.items()}
     last = "mean.layers.2"
     params[f"{last}.weight"][0] = 0
-    params[f"{last}.bias"][0] = goal / 10  # ten steps of at most 0.1
+    params[f"{last}.bias"][0] = goal  # velocity 0.1 * goal: ten steps to the goal
     params["log_std"][0] = -20
     episodes = rollout(env, policy, params, horizon=100, seed=0,
                        generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,104 @@
+"""Shared plumbing of the built-in task families.
+
+A built-in family knows its single env class and its native batched vector env
+class; ``make_vector_env`` returns the native env by default, or gymnasium's
+Sync/Async vector env of single envs (same trajectories, slower) on request.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers import TimeLimit
+
+from envs.adapter import TaskVectorWrapper, make_task_vector_env
+from envs.base import VECTORIZATIONS, Task, TaskVectorEnv
+
+
+def check_range(low: float, high: float, what: str, *, min_low: float | None = None) -> None:
+    """One-line ValueError unless ``min_low <= low <= high`` (finite numbers)."""
+    if (
+        not (np.isfinite(low) and np.isfinite(high))
+        or low > high
+        or (min_low is not None and low < min_low)
+    ):
+        allowed = f"{min_low} <= low <= high" if min_low is not None else "low <= high"
+        raise ValueError(f"{what} range must satisfy {allowed}, got low={low}, high={high}")
+
+
+class BuiltinTaskFamily:
+    """Base of the built-in families (see ``envs.base.TaskFamily``).
+
+    Subclasses set ``name``, ``env_cls``, ``vector_env_cls``,
+    ``default_max_episode_steps`` and implement ``sample_tasks``.
+
+    Args:
+        max_episode_steps: horizon H (None: the family default).
+        vectorization: default for ``make_vector_env``: ``"native"`` (batched
+            arrays), ``"sync"`` or ``"async"`` (gymnasium vector env of single envs).
+        native_kwargs: extra arguments of the native vector env only
+            (e.g. ``num_threads``).
+        env_kwargs: arguments of both the single and the native env
+            (e.g. ``ctrl_cost_weight``).
+    """
+
+    name: str
+    env_cls: type[gym.Env]
+    vector_env_cls: type[TaskVectorEnv]
+    default_max_episode_steps: int
+
+    def __init__(
+        self,
+        *,
+        max_episode_steps: int | None = None,
+        vectorization: str = "native",
+        native_kwargs: dict | None = None,
+        **env_kwargs,
+    ):
+        if vectorization not in VECTORIZATIONS:
+            raise ValueError(
+                f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}"
+            )
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        self.max_episode_steps = max_episode_steps or self.default_max_episode_steps
+        self.vectorization = vectorization
+        self.native_kwargs = dict(native_kwargs or {})
+        self.env_kwargs = env_kwargs
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        raise NotImplementedError
+
+    def make_env(self, task: Task | None = None) -> gym.Env:
+        """One single env with the time limit (None: the env's default task)."""
+        return TimeLimit(self.env_cls(task, **self.env_kwargs), self.max_episode_steps)
+
+    def make_vector_env(
+        self, tasks: list[Task], episodes_per_task: int, *, vectorization: str | None = None
+    ) -> TaskVectorEnv | TaskVectorWrapper:
+        """T*E sub-envs, task-major; ``vectorization`` overrides the family default."""
+        vectorization = vectorization or self.vectorization
+        if vectorization not in VECTORIZATIONS:
+            raise ValueError(
+                f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}"
+            )
+        if vectorization == "native":
+            return self.vector_env_cls(
+                tasks,
+                episodes_per_task,
+                max_episode_steps=self.max_episode_steps,
+                **self.env_kwargs,
+                **self.native_kwargs,
+            )
+        return make_task_vector_env(
+            functools.partial(self.env_cls, None, **self.env_kwargs),
+            tasks,
+            episodes_per_task,
+            max_episode_steps=self.max_episode_steps,
+            vectorization=vectorization,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_episode_steps={self.max_episode_steps})"

@@ -1,0 +1,240 @@
+"""Ant goal velocity, goal direction and goal position (MAML paper, section 5.3).
+
+All run Gymnasium's ``ant.xml`` with frame skip 5 (dt = 0.05 s) and Gymnasium
+Ant-v5's reward structure: task term + healthy reward - control cost - contact
+cost, terminated when the torso height leaves [0.2, 1.0] (or the state is not
+finite).
+
+Observation (27, float64): qpos without x, y (13) and qvel (14). Unlike Ant-v5's
+default we leave out the 78 clipped contact forces (``cfrc_ext``). Why: they are
+mostly saturated or zero, triple the input size of the policy and of the
+linear baseline, and MAML's reported runs predate MuJoCo 2 where they were
+computed differently. They still enter the contact cost.
+
+Velocity is the torso's xy displacement / dt, read from the free joint's qpos.
+(Ant-v5 reads ``xpos`` of the torso, which lags by one physics step.)
+
+Differences from the rllab versions used by MAML: observation (rllab: full
+qpos incl. x, y, qvel, clipped cfrc_ext, torso rotation matrix and centre of
+mass; 125 dims); initial state (rllab: qpos + 0.01 N(0, 1), qvel + 0.1 N(0, 1));
+weights (rllab: control 0.005, contact 5e-4, survive 0.05; here the Ant-v5
+defaults 0.5, 5e-4, 1.0, all arguments); cold solver start each control step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.base import Task
+from envs.family import check_range
+from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
+
+
+class AntRules(MujocoRules):
+    """Ant reward = task term + healthy - ctrl - contact; unhealthy terminates.
+
+    Args:
+        ctrl_cost_weight: weight of ``|a|^2`` (Ant-v5: 0.5).
+        contact_cost_weight: weight of ``|clip(cfrc_ext, -1, 1)|^2`` (Ant-v5: 5e-4).
+        healthy_reward: reward per step while healthy (Ant-v5: 1.0).
+        healthy_z_range: allowed torso height (Ant-v5: (0.2, 1.0)).
+        terminate_when_unhealthy: end the episode when unhealthy.
+    """
+
+    xml_file = "ant.xml"
+    skip_qpos = 2
+    needs_contact_forces = True
+
+    def __init__(
+        self,
+        ctrl_cost_weight: float = 0.5,
+        contact_cost_weight: float = 5e-4,
+        healthy_reward: float = 1.0,
+        healthy_z_range: tuple[float, float] = (0.2, 1.0),
+        terminate_when_unhealthy: bool = True,
+    ):
+        self.ctrl_cost_weight = ctrl_cost_weight
+        self.contact_cost_weight = contact_cost_weight
+        self.healthy_reward = healthy_reward
+        self.healthy_z_range = healthy_z_range
+        self.terminate_when_unhealthy = terminate_when_unhealthy
+
+    def task_reward(self, xy_position, xy_velocity, task):
+        """(B, 2), (B, 2), task arrays -> (B,)."""
+        raise NotImplementedError
+
+    def evaluate(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
+        xy_velocity = (qpos[:, :2] - qpos_before[:, :2]) / dt
+        min_z, max_z = self.healthy_z_range
+        finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
+        healthy = finite & (qpos[:, 2] >= min_z) & (qpos[:, 2] <= max_z)
+        reward_task = self.task_reward(qpos[:, :2], xy_velocity, task)
+        reward_survive = self.healthy_reward * healthy
+        reward_ctrl = -self.ctrl_cost_weight * np.sum(np.square(action), axis=1)
+        contact = np.clip(cfrc_ext, -1.0, 1.0).reshape(len(qpos), -1)
+        reward_contact = -self.contact_cost_weight * np.sum(np.square(contact), axis=1)
+        info = {
+            "x_velocity": xy_velocity[:, 0],
+            "y_velocity": xy_velocity[:, 1],
+            "reward_task": reward_task,
+            "reward_survive": reward_survive,
+            "reward_ctrl": reward_ctrl,
+            "reward_contact": reward_contact,
+        }
+        reward = reward_task + reward_survive + reward_ctrl + reward_contact
+        terminated = ~healthy if self.terminate_when_unhealthy else np.zeros(len(qpos), dtype=bool)
+        return reward, terminated, info
+
+
+class AntVelRules(AntRules):
+    name = "AntVel"
+    task_keys = ("velocity",)
+    default_task = {"velocity": 1.5}
+
+    def task_reward(self, xy_position, xy_velocity, task):
+        return -np.abs(xy_velocity[:, 0] - task["velocity"])
+
+
+class AntDirRules(AntRules):
+    name = "AntDir"
+    task_keys = ("direction",)
+    default_task = {"direction": 1.0}
+
+    def task_reward(self, xy_position, xy_velocity, task):
+        return task["direction"] * xy_velocity[:, 0]
+
+
+class AntGoalRules(AntRules):
+    """Adds ``goal_offset`` (default 4.0, as MAML): keeps the reward near the start
+    positive, so that falling over (which ends the episode) never pays."""
+
+    name = "AntGoal"
+    task_keys = ("goal",)
+    default_task = {"goal": np.array([1.5, 1.5])}
+
+    def __init__(self, goal_offset: float = 4.0, **kwargs):
+        super().__init__(**kwargs)
+        self.goal_offset = goal_offset
+
+    def check_task(self, task: Task) -> None:
+        super().check_task(task)
+        if np.shape(task["goal"]) != (2,):
+            raise ValueError(f"AntGoal goal must have shape (2,), got {np.shape(task['goal'])}")
+
+    def task_reward(self, xy_position, xy_velocity, task):
+        return self.goal_offset - np.sum(np.abs(xy_position - task["goal"]), axis=1)
+
+
+class AntVel(MujocoTaskEnv):
+    """Ant that should run forward (+x) at a goal velocity.
+
+    | | |
+    | --- | --- |
+    | reward | ``-|v_x - velocity| + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` |
+    | task | ``{"velocity": v}``, v ~ U[0, 3] (``AntVelFamily(low, high)``); default 1.5 |
+    | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
+    | vs rllab (MAML) | observation, initial noise, reward weights: see ``envs.mujoco.ant`` |
+
+    info: reward_task, reward_survive, reward_ctrl, reward_contact, x_velocity, y_velocity.
+    Args: see ``MujocoTaskEnv`` and ``AntRules``.
+    """
+
+    rules_cls = AntVelRules
+
+
+class AntDir(MujocoTaskEnv):
+    """Ant that should run forward (+1) or backward (-1) along x.
+
+    | | |
+    | --- | --- |
+    | reward | ``direction * v_x + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` |
+    | task | ``{"direction": d}``, d = +1 or -1 with probability 1/2; default +1 |
+    | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
+    | vs rllab (MAML) | observation, initial noise, reward weights: see ``envs.mujoco.ant`` |
+
+    info: as ``AntVel``. Args: see ``MujocoTaskEnv`` and ``AntRules``.
+    """
+
+    rules_cls = AntDirRules
+
+
+class AntGoal(MujocoTaskEnv):
+    """Ant that should walk to a goal position in the plane.
+
+    | | |
+    | --- | --- |
+    | reward | ``4 - |xy - goal|_1 + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` (L1 and offset 4 as MAML) |
+    | task | ``{"goal": (2,) array}``, area-uniform in the disc of radius 3; default (1.5, 1.5) |
+    | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
+    | vs rllab (MAML) | goals there uniform in the square [-3, 3]^2; rest: see ``envs.mujoco.ant`` |
+
+    info: as ``AntVel``. Args: see ``MujocoTaskEnv``, ``AntRules``, ``AntGoalRules``.
+    """
+
+    rules_cls = AntGoalRules
+
+
+class AntVelVectorEnv(MujocoTaskVectorEnv):
+    """Native batched ``AntVel``; arguments as ``MujocoTaskVectorEnv``."""
+
+    rules_cls = AntVelRules
+
+
+class AntDirVectorEnv(MujocoTaskVectorEnv):
+    """Native batched ``AntDir``; arguments as ``MujocoTaskVectorEnv``."""
+
+    rules_cls = AntDirRules
+
+
+class AntGoalVectorEnv(MujocoTaskVectorEnv):
+    """Native batched ``AntGoal``; arguments as ``MujocoTaskVectorEnv``."""
+
+    rules_cls = AntGoalRules
+
+
+class AntVelFamily(MujocoTaskFamily):
+    """Goal velocities uniform in ``[low, high]`` (default [0, 3]); see ``MujocoTaskFamily``."""
+
+    name = "AntVel"
+    env_cls = AntVel
+    vector_env_cls = AntVelVectorEnv
+
+    def __init__(self, low: float = 0.0, high: float = 3.0, **kwargs):
+        check_range(low, high, "AntVel velocity", min_low=0.0)
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, size=n)]
+
+
+class AntDirFamily(MujocoTaskFamily):
+    """Directions +1 / -1 with probability 1/2; see ``MujocoTaskFamily``."""
+
+    name = "AntDir"
+    env_cls = AntDir
+    vector_env_cls = AntDirVectorEnv
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+
+
+class AntGoalFamily(MujocoTaskFamily):
+    """Goals area-uniform in the disc of ``radius`` (default 3); see ``MujocoTaskFamily``."""
+
+    name = "AntGoal"
+    env_cls = AntGoal
+    vector_env_cls = AntGoalVectorEnv
+
+    def __init__(self, radius: float = 3.0, **kwargs):
+        if not (np.isfinite(radius) and radius > 0):
+            raise ValueError(f"AntGoal radius must be a positive number, got {radius}")
+        super().__init__(**kwargs)
+        self.radius = float(radius)
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        # sqrt of a uniform radius fraction: uniform per unit area, not per unit radius.
+        r = self.radius * np.sqrt(rng.uniform(size=n))
+        angle = rng.uniform(0.0, 2 * np.pi, size=n)
+        goals = np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+        return [{"goal": goal} for goal in goals]

@@ -1,0 +1,268 @@
+"""What the MuJoCo task envs share: rules, single env, native batched env.
+
+A family's *rules* (a ``MujocoRules`` subclass) hold all of its math as numpy
+functions of batched arrays: observation, reward terms, termination, task
+format. The single env (``MujocoTaskEnv``, a gymnasium ``MujocoEnv``) calls
+them with a batch of 1; the native vector env (``MujocoTaskVectorEnv``) calls
+them once per step for all T*E sub-envs. Same code, same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
+
+from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
+from envs.family import BuiltinTaskFamily
+from envs.mujoco.physics import BACKENDS, default_num_threads
+
+ASSETS_DIR = os.path.join(os.path.dirname(gym.__file__), "envs", "mujoco", "assets")
+
+
+def _python_warning(message: str) -> None:
+    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+# Why: MuJoCo prints each warning to stderr for every model load (Gymnasium's
+# models trigger one under MuJoCo 4), 800 times for a SyncVectorEnv of 800 envs.
+# As Python warnings they are shown once and can be filtered.
+if mujoco.get_mju_user_warning() is None:
+    mujoco.set_mju_user_warning(_python_warning)
+
+
+def asset_path(xml_file: str) -> str:
+    """Path of one of Gymnasium's MuJoCo models, e.g. ``"half_cheetah.xml"``."""
+    return os.path.join(ASSETS_DIR, xml_file)
+
+
+def initial_state(
+    rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray, noise_scale: float
+):
+    """Gymnasium v5 reset noise: qpos + U(-s, s), qvel + s * N(0, 1), drawn in this order."""
+    qpos = init_qpos + rng.uniform(low=-noise_scale, high=noise_scale, size=init_qpos.size)
+    qvel = init_qvel + noise_scale * rng.standard_normal(init_qvel.size)
+    return qpos, qvel
+
+
+class MujocoRules:
+    """A family's observation, reward and task format, on batches of B envs.
+
+    Subclasses set ``name``, ``xml_file``, ``task_keys``, ``default_task``,
+    ``skip_qpos`` and implement ``evaluate``.
+    """
+
+    name: str
+    xml_file: str
+    task_keys: tuple[str, ...]
+    default_task: Task
+    skip_qpos: int  # leading qpos entries (x, or x and y) left out of the observation
+    needs_contact_forces = False
+
+    def check_task(self, task: Task) -> None:
+        check_task_keys(task, self.task_keys, self.name)
+
+    def task_arrays(self, tasks: list[Task]) -> dict[str, np.ndarray]:
+        """Task dicts -> arrays (T, ...) keyed like the tasks."""
+        for task in tasks:
+            self.check_task(task)
+        return {k: np.asarray([t[k] for t in tasks], dtype=np.float64) for k in self.task_keys}
+
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """(B, nq), (B, nv) -> (B, nq - skip_qpos + nv) float64."""
+        return np.concatenate([qpos[:, self.skip_qpos :], qvel], axis=1)
+
+    def evaluate(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
+        """Reward of one control step.
+
+        Args:
+            qpos_before: (B, nq) before the step. qpos, qvel: (B, nq), (B, nv) after.
+            cfrc_ext: (B, nbody, 6) contact forces after, or None.
+            action: (B, nu) float64. task: arrays (B, ...). dt: control step (s).
+
+        Returns:
+            reward (B,), terminated (B,) bool, info dict of (B,) arrays.
+        """
+        raise NotImplementedError
+
+
+class MujocoTaskEnv(MujocoEnv):
+    """Single env of a ``MujocoRules`` family (Gymnasium ``MujocoEnv``).
+
+    Args:
+        task: task dict (None: the family default).
+        frame_skip: physics steps per control step (5, dt = 0.05 s).
+        reset_noise_scale: initial-state noise scale (Gymnasium v5: 0.1).
+        render_mode: Gymnasium render mode.
+        **rules_kwargs: reward weights of the family (see its rules).
+    """
+
+    rules_cls: type[MujocoRules]
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        *,
+        frame_skip: int = 5,
+        reset_noise_scale: float = 0.1,
+        render_mode: str | None = None,
+        **rules_kwargs,
+    ):
+        self.rules = self.rules_cls(**rules_kwargs)
+        self._reset_noise_scale = reset_noise_scale
+        MujocoEnv.__init__(
+            self,
+            asset_path(self.rules.xml_file),
+            frame_skip,
+            observation_space=None,
+            render_mode=render_mode,
+        )
+        self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
+        obs_dim = self.model.nq - self.rules.skip_qpos + self.model.nv
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
+        self.set_task(self.rules.default_task if task is None else task)
+
+    def set_task(self, task: Task) -> None:
+        """Run ``task`` from now on (takes effect immediately)."""
+        self._task = self.rules.task_arrays([task])  # arrays (1, ...)
+        self.task = task
+
+    def _step_mujoco_simulation(self, ctrl, n_frames):
+        # Why: a cold solver start per control step is what mujoco.rollout does;
+        # doing it here too keeps single and batched envs bit-identical.
+        self.data.qacc_warmstart[:] = 0.0
+        super()._step_mujoco_simulation(ctrl, n_frames)
+
+    def step(self, action):
+        qpos_before = self.data.qpos[None].copy()
+        self.do_simulation(action, self.frame_skip)
+        qpos, qvel = self.data.qpos[None], self.data.qvel[None]
+        cfrc = self.data.cfrc_ext[None] if self.rules.needs_contact_forces else None
+        action = np.asarray(action, dtype=np.float64)[None]
+        reward, terminated, info = self.rules.evaluate(
+            qpos_before, qpos, qvel, cfrc, action, self._task, self.dt
+        )
+        if self.render_mode == "human":
+            self.render()
+        obs = self.rules.observation(qpos, qvel)[0]
+        return (
+            obs,
+            float(reward[0]),
+            bool(terminated[0]),
+            False,
+            {k: float(v[0]) for k, v in info.items()},
+        )
+
+    def reset_model(self):
+        qpos, qvel = initial_state(
+            self.np_random, self.init_qpos, self.init_qvel, self._reset_noise_scale
+        )
+        self.set_state(qpos, qvel)
+        return self.rules.observation(self.data.qpos[None], self.data.qvel[None])[0]
+
+
+class MujocoTaskVectorEnv(TaskVectorEnv):
+    """T tasks x E episodes of a ``MujocoRules`` family: one ``MjModel``, N states.
+
+    Args:
+        tasks: T task dicts (None: one default task, ``num_envs`` episodes).
+        episodes_per_task: E.
+        num_envs: optional check (``gymnasium.make_vec`` passes it).
+        max_episode_steps: horizon (None: no time limit).
+        frame_skip, reset_noise_scale: as the single env.
+        num_threads: stepping threads (default ``os.cpu_count()``).
+        backend: ``"rollout"``, ``"threads"`` or ``"auto"`` (rollout unless the
+            rules need contact forces); see ``envs.mujoco.physics``.
+        **rules_kwargs: reward weights of the family.
+    """
+
+    rules_cls: type[MujocoRules]
+
+    def __init__(
+        self,
+        tasks: list[Task] | None = None,
+        episodes_per_task: int = 1,
+        *,
+        num_envs: int | None = None,
+        max_episode_steps: int | None = 200,
+        frame_skip: int = 5,
+        reset_noise_scale: float = 0.1,
+        num_threads: int | None = None,
+        backend: str = "auto",
+        **rules_kwargs,
+    ):
+        self.rules = self.rules_cls(**rules_kwargs)
+        tasks, episodes_per_task = check_layout(
+            tasks, episodes_per_task, num_envs, self.rules.default_task
+        )
+        if backend == "auto":
+            backend = "threads" if self.rules.needs_contact_forces else "rollout"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'rollout' or 'threads', got {backend!r}")
+        if backend == "rollout" and self.rules.needs_contact_forces:
+            raise ValueError(
+                f"{self.rules.name} needs contact forces: use backend='threads' (rollout has none)"
+            )
+        self.model = mujoco.MjModel.from_xml_path(asset_path(self.rules.xml_file))
+        self.dt = self.model.opt.timestep * frame_skip
+        self._reset_noise_scale = reset_noise_scale
+        self._init_qpos = self.model.qpos0.copy()
+        self._init_qvel = np.zeros(self.model.nv)
+        low, high = self.model.actuator_ctrlrange.astype(np.float32).T
+        action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        obs_dim = self.model.nq - self.rules.skip_qpos + self.model.nv
+        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
+        self.num_threads = default_num_threads(len(tasks) * episodes_per_task, num_threads)
+        super().__init__(tasks, episodes_per_task, max_episode_steps, obs_space, action_space)
+        self.backend = backend
+        self.physics = BACKENDS[backend](self.model, self.num_envs, frame_skip, self.num_threads)
+
+    def _check_task(self, task: Task) -> None:
+        self.rules.check_task(task)
+
+    def _set_task_arrays(self, tasks: list[Task]) -> None:
+        self._task = {k: self.repeat_tasks(v) for k, v in self.rules.task_arrays(tasks).items()}
+
+    def _reset_envs(self, idx: np.ndarray) -> np.ndarray:
+        # A Python loop over the envs being reset: only at episode starts.
+        states = [
+            initial_state(self._rngs[i], self._init_qpos, self._init_qvel, self._reset_noise_scale)
+            for i in idx
+        ]
+        qpos = np.array([s[0] for s in states]).reshape(len(idx), -1)
+        qvel = np.array([s[1] for s in states]).reshape(len(idx), -1)
+        self.physics.set_state(idx, qpos, qvel)
+        return self.rules.observation(qpos, qvel)
+
+    def _step_envs(self, actions: np.ndarray):
+        physics = self.physics
+        qpos_before = physics.qpos.copy()
+        physics.step(actions)
+        reward, terminated, info = self.rules.evaluate(
+            qpos_before, physics.qpos, physics.qvel, physics.cfrc_ext, actions, self._task, self.dt
+        )
+        return self.rules.observation(physics.qpos, physics.qvel), reward, terminated, info
+
+    def close_extras(self, **kwargs) -> None:
+        self.physics.close()
+
+
+class MujocoTaskFamily(BuiltinTaskFamily):
+    """Base of the MuJoCo families: horizon 200 (MAML paper), threads option.
+
+    Args:
+        max_episode_steps: horizon (default 200).
+        vectorization: ``"native"`` | ``"sync"`` | ``"async"``.
+        num_threads: threads of the native env (default ``os.cpu_count()``).
+        **env_kwargs: reward weights, ``frame_skip``, ``reset_noise_scale``.
+    """
+
+    default_max_episode_steps = 200
+
+    def __init__(self, *, num_threads: int | None = None, **kwargs):
+        super().__init__(native_kwargs={"num_threads": num_threads}, **kwargs)
