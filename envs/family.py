@@ -28,6 +28,16 @@ def check_range(low: float, high: float, what: str, *, min_low: float | None = N
         raise ValueError(f"{what} range must satisfy {allowed}, got low={low}, high={high}")
 
 
+def sample_velocities(rng: np.random.Generator, n: int, low: float, high: float) -> list[Task]:
+    """``n`` goal-velocity tasks, uniform in [low, high]."""
+    return [{"velocity": float(v)} for v in rng.uniform(low, high, size=n)]
+
+
+def sample_directions(rng: np.random.Generator, n: int) -> list[Task]:
+    """``n`` direction tasks, +1 or -1 with probability 1/2."""
+    return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+
+
 class BuiltinTaskFamily:
     """Base of the built-in families (see ``envs.base.TaskFamily``).
 

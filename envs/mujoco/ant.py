@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import Task
-from envs.family import check_range
+from envs.family import check_range, sample_directions, sample_velocities
 from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
 
 
@@ -205,7 +205,7 @@ class AntVelFamily(MujocoTaskFamily):
         self.low, self.high = float(low), float(high)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, size=n)]
+        return sample_velocities(rng, n, self.low, self.high)
 
 
 class AntDirFamily(MujocoTaskFamily):
@@ -216,7 +216,7 @@ class AntDirFamily(MujocoTaskFamily):
     vector_env_cls = AntDirVectorEnv
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+        return sample_directions(rng, n)
 
 
 class AntGoalFamily(MujocoTaskFamily):

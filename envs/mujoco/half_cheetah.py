@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import Task
-from envs.family import check_range
+from envs.family import check_range, sample_directions, sample_velocities
 from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
 
 
@@ -121,7 +121,7 @@ class HalfCheetahVelFamily(MujocoTaskFamily):
         self.low, self.high = float(low), float(high)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, size=n)]
+        return sample_velocities(rng, n, self.low, self.high)
 
 
 class HalfCheetahDirFamily(MujocoTaskFamily):
@@ -132,4 +132,4 @@ class HalfCheetahDirFamily(MujocoTaskFamily):
     vector_env_cls = HalfCheetahDirVectorEnv
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+        return sample_directions(rng, n)
