@@ -1,4 +1,4 @@
-"""Command line: ``metarl train | evaluate | bench``."""
+"""Command line: ``metarl train | evaluate | plot | bench``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {json_path} and {png_path}")
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    from metarl.compare import adaptation_figure, training_figure
+
+    if args.training:
+        path = training_figure(args.run_dirs, args.out, args.tag)
+    else:
+        path = adaptation_figure(args.run_dirs, args.out)
+    print(f"wrote {path}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
@@ -108,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(RL default: the best iterate, as the paper evaluates)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="adaptation (or training) curves of several runs")
+    plot.add_argument("run_dirs", nargs="+")
+    plot.add_argument("--out", required=True, help="PNG path")
+    plot.add_argument("--training", action="store_true",
+                      help="training curves from TensorBoard (mean and spread over seeds)")
+    plot.add_argument("--tag", help="TensorBoard scalar for --training")
+    plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/")
     bench.add_argument("name", help="e.g. supervised, sampler")

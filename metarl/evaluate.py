@@ -8,6 +8,7 @@ the training inner rate (Meta-SGD: the learned rates; ANIL: head only), MSE on
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -109,14 +110,28 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
             "per_task": per_task.tolist()}
 
 
+def write_csv(result: dict, path: Path) -> None:
+    """One row per (task, step) with that task's mean return (RL results)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "step", result["metric"]])
+        for task, returns in enumerate(result["per_task"]):
+            writer.writerows([task, step, value] for step, value in enumerate(returns))
+
+
 def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
-    """Write the JSON and the PNG of its curves next to it; returns both paths."""
+    """Write the JSON, the PNG of its curves and (RL) a per-task CSV next to it.
+
+    Returns the JSON and PNG paths.
+    """
     from metarl.plot import plot_curves
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     png = out.with_suffix(".png")
+    if "per_task" in result:
+        write_csv(result, out.with_suffix(".csv"))
     if "shots" in result:
         curves = {f"K={k}": v for k, v in result["shots"].items()}
         name = result["kind"]

@@ -30,3 +30,31 @@ def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: st
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return Path(out)
+
+
+def plot_training(groups: dict[str, list[tuple[list[int], list[float]]]], out: str | Path,
+                  ylabel: str, title: str = "") -> Path:
+    """Training curves: per group, the mean over its runs and the min-max spread.
+
+    groups: label -> one (steps, values) per run (seeds); runs are cut to the
+    shortest so the mean is over the same iterations.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in groups.items():
+        length = min(len(steps) for steps, _ in runs)
+        steps = runs[0][0][:length]
+        values = [values[:length] for _, values in runs]
+        mean = [sum(v[i] for v in values) / len(values) for i in range(length)]
+        ax.plot(steps, mean, label=f"{label} ({len(runs)} run{'s' * (len(runs) > 1)})")
+        if len(runs) > 1:
+            ax.fill_between(steps, [min(v[i] for v in values) for i in range(length)],
+                            [max(v[i] for v in values) for i in range(length)], alpha=0.2)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)

@@ -79,3 +79,22 @@ def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
     assert a["curve"]["steps"] == [0, 1, 2] and len(a["per_task"]) == 4
     assert a["step_sizes"] == [0.1, 0.05]
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_compares_runs_and_seeds(tmp_path):
+    import csv
+
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        cfg = config("iterations=2", f"seed={seed}")
+        train(cfg, make_family(cfg), run, progress=False)
+        assert main(["evaluate", str(run), "--steps", "1", "--tasks", "3", "--episodes", "2"]) == 0
+        runs.append(str(run))
+    rows = list(csv.reader(open(tmp_path / "seed0" / "evaluation.csv")))
+    assert rows[0] == ["task", "step", "return"] and len(rows) == 1 + 3 * 2
+    assert main(["plot", *runs, "--out", str(tmp_path / "curves.png")]) == 0
+    assert main(["plot", *runs, "--training", "--out", str(tmp_path / "train.png")]) == 0
+    for name in ("curves.png", "train.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2

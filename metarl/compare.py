@@ -1,0 +1,68 @@
+"""Compare runs: adaptation curves and training curves of several runs on one figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metarl.checkpoint import CheckpointError
+from metarl.config import to_dict
+from metarl.plot import plot_curves, plot_training
+from metarl.runs import load_run_config
+
+TRAINING_TAGS = {"rl": "return/after_{steps}_steps", "sinusoid": "loss/query_after_adaptation"}
+
+
+def load_evaluation(run_dir: str | Path, name: str = "evaluation.json") -> dict:
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no {name}; run `metarl evaluate {run_dir}` first")
+    return json.loads(path.read_text())
+
+
+def run_label(run_dir: str | Path, config) -> str:
+    return f"{config.method} ({Path(run_dir).name})"
+
+
+def adaptation_figure(run_dirs: list[str], out: str | Path) -> Path:
+    """The evaluated adaptation curves of several runs, with 95% intervals."""
+    curves, metric = {}, None
+    for run_dir in run_dirs:
+        config = load_run_config(run_dir)
+        result = load_evaluation(run_dir)
+        metric = result["metric"]
+        label = run_label(run_dir, config)
+        if "shots" in result:
+            curves.update({f"{label} K={k}": c for k, c in result["shots"].items()})
+        else:
+            curves[label] = result["curve"]
+    ylabel = "MSE" if metric == "mse" else "mean episode return"
+    return plot_curves(curves, out, ylabel=ylabel, title="adaptation on held-out tasks")
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        raise CheckpointError(f"{run_dir}: no TensorBoard scalar {tag!r} "
+                              f"(has {', '.join(sorted(events.Tags()['scalars']))})")
+    scalars = events.Scalars(tag)
+    return [s.step for s in scalars], [s.value for s in scalars]
+
+
+def training_figure(run_dirs: list[str], out: str | Path, tag: str | None = None) -> Path:
+    """Training curves; runs whose configs differ only in the seed are one group."""
+    groups: dict[str, list] = {}
+    labels: dict[str, str] = {}
+    for run_dir in run_dirs:
+        config = load_run_config(run_dir)
+        key = json.dumps({k: v for k, v in to_dict(config).items()
+                          if k not in ("seed", "iterations", "threads", "device")},
+                         sort_keys=True)
+        labels.setdefault(key, run_label(run_dir, config))
+        run_tag = tag or TRAINING_TAGS[config.kind].format(steps=getattr(config, "inner_steps", 1))
+        groups.setdefault(labels[key], []).append(read_scalars(run_dir, run_tag))
+    return plot_training(groups, out, ylabel=tag or "post-adaptation return / loss",
+                         title="meta-training")
