@@ -20,9 +20,14 @@ def make_family(config):
     if ":" not in config.env:  # built-in families take the horizon as their time limit
         kwargs.setdefault("max_episode_steps", config.horizon)
     try:
-        return get_family(config.env, **kwargs)
+        family = get_family(config.env, **kwargs)
     except (ValueError, TypeError, ImportError) as err:
         raise ConfigError(f"config key 'env' / 'env_kwargs': {err}") from None
+    if config.method == "oracle":
+        from envs.oracle import OracleFamily
+
+        family = OracleFamily(family)
+    return family
 
 
 def cmd_train(args: argparse.Namespace) -> None:

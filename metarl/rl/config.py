@@ -15,7 +15,9 @@ class RLConfig:
     kind: Literal["rl"] = "rl"
     env: str = spec("Navigation2D", doc="family name, id metarl/<Name>-v0, or module:Class")
     env_kwargs: dict = field(default_factory=dict)
-    method: Literal["maml"] = "maml"
+    method: Literal["maml", "pretrained", "random", "oracle"] = spec(
+        "maml", doc="maml; or the paper's baselines: pretrained (TRPO on the task distribution), "
+        "random (initialisation only), oracle (task parameters in the observation)")
     seed: int = spec(0, low=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = spec(1, low=1, doc="torch intra-op threads (small nets: 1 is fastest)")

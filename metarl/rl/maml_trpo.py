@@ -54,11 +54,24 @@ class MetaBatch:
     valid_log_probs: Tensor
 
 
+def training_inner_steps(config) -> int:
+    """Inner steps during meta-training: the comparison methods train without adaptation.
+
+    pretrained and oracle: one policy trained with TRPO on the task distribution;
+    random: no training at all. All are fine-tuned the same way at test time.
+    """
+    return config.inner_steps if config.method == "maml" else 0
+
+
 def adapt_policy(policy: nn.Module, meta_params: Mapping[str, Tensor],
-                 train: list[tuple[Episodes, Tensor]], config) -> Params:
-    """Stacked (T, ...) adapted parameters after one inner step per train batch."""
+                 train: list[tuple[Episodes, Tensor]], config,
+                 num_tasks: int | None = None) -> Params:
+    """Stacked (T, ...) adapted parameters after one inner step per train batch.
+
+    num_tasks: T, needed only when ``train`` is empty (no inner step).
+    """
     loss = inner_loss(config.inner_objective)
-    params = expand_params(meta_params, train[0][0].num_tasks)
+    params = expand_params(meta_params, num_tasks or train[0][0].num_tasks)
     for episodes, adv in train:
         params = adapt(lambda p, batch: loss(policy, p, *batch), params, (episodes, adv),
                        config.inner_lr, 1, config.first_order)
@@ -69,19 +82,20 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
                       generator: torch.Generator) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
 
-    env_seeds: one env reset seed per rollout (inner_steps + 1 of them).
+    env_seeds: one env reset seed per rollout (training_inner_steps + 1 of them).
     """
     meta_params = params_of(policy)
     stats: dict[str, float] = {"time/sampling": 0.0, "time/adaptation": 0.0}
     train: list[tuple[Episodes, Tensor]] = []
     params = detach_params(expand_params(meta_params, env.num_tasks))
-    for step in range(config.inner_steps + 1):
+    inner_steps = training_inner_steps(config)
+    for step in range(inner_steps + 1):
         tick = time.perf_counter()
         episodes = rollout(env, policy, params, config.horizon, env_seeds[step], generator)
         stats["time/sampling"] += time.perf_counter() - tick
         stats[f"return/after_{step}_steps"] = episodes.returns().mean().item()
         adv = advantages(episodes, config.gamma, config.gae_lambda)
-        if step == config.inner_steps:
+        if step == inner_steps:
             break
         train.append((episodes, adv))
         tick = time.perf_counter()
@@ -102,12 +116,12 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]
                         batch.valid.obs)
 
     def surrogate(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config)
+        adapted = adapt_policy(policy, params, batch.train, config, batch.valid.num_tasks)
         return surrogate_loss(policy, adapted, batch.valid, batch.valid_advantages,
                               batch.valid_log_probs)
 
     def kl(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config)
+        adapted = adapt_policy(policy, params, batch.train, config, batch.valid.num_tasks)
         return mean_kl(old_dist, call(policy, adapted, batch.valid.obs), batch.valid.mask)
 
     fisher = adaptation_fisher_product(policy, meta_params, batch.train,
@@ -130,4 +144,5 @@ def adapt_policy_detached(policy: nn.Module, meta_params: Params, batch: MetaBat
     """The adapted parameters at the current meta-parameters, as constants."""
     with torch.enable_grad():
         params = {k: v.clone().requires_grad_() for k, v in meta_params.items()}
-        return detach_params(adapt_policy(policy, params, batch.train, config))
+        return detach_params(adapt_policy(policy, params, batch.train, config,
+                                          batch.valid.num_tasks))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.models import CategoricalPolicy, GaussianPolicy
-from metarl.rl.maml_trpo import meta_update, sample_meta_batch
+from metarl.rl.maml_trpo import meta_update, sample_meta_batch, training_inner_steps
 from metarl.runs import Run, setup_torch
 
 
@@ -62,21 +62,23 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
                   "action_rng": generator.get_state(), "best_return": best}, best=path_best)
 
     metrics: dict[str, float] = {}
+    inner_steps = training_inner_steps(config)
     bar = tqdm(range(run.start_iteration, config.iterations), disable=not progress,
                initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
     for iteration in bar:
         tick = time.perf_counter()
         env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
-        seeds = [int(s) for s in rng.integers(2**31 - 1, size=config.inner_steps + 1)]
+        seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
         batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
         outer_tick = time.perf_counter()
-        stats.update(meta_update(policy, batch, config))
+        if config.method != "random":  # the random baseline keeps its initialisation
+            stats.update(meta_update(policy, batch, config))
         stats["time/outer_step"] = time.perf_counter() - outer_tick
         stats["time/iteration"] = time.perf_counter() - tick
         stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
 
         done = iteration + 1
-        post = stats[f"return/after_{config.inner_steps}_steps"]
+        post = stats[f"return/after_{inner_steps}_steps"]
         bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
         if done % config.log_every == 0 or done == config.iterations:
             run.log(done, stats)
@@ -88,6 +90,6 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
             checkpoint(done)
     env.close()
     run.close({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
-               "final/return_after": metrics.get(f"return/after_{config.inner_steps}_steps",
+               "final/return_after": metrics.get(f"return/after_{inner_steps}_steps",
                                                  float("nan"))})
     return {k: v for k, v in metrics.items() if k.startswith("return/")}
