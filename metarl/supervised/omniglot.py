@@ -1,0 +1,120 @@
+"""Omniglot (Lake et al. 2015), read straight from the official archives or a folder.
+
+Layout, as in ``images_background.zip`` / ``images_evaluation.zip`` and the
+minimal splits ``images_background_small1.zip`` / ``_small2.zip``::
+
+    <split>/<Alphabet>/<characterNN>/<id>_<drawer>.png
+
+A character is identified by ``Alphabet/characterNN``; the same character in
+two archives (small1 and small2 share Greek and Latin) is read once. Images
+are resized to ``image_size`` (the paper: 28) with Lanczos filtering and
+inverted so that strokes are bright, then cached in memory as one uint8
+tensor (characters, drawings, H, W), so that sampling tasks costs no I/O.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DRAWINGS = 20  # every Omniglot character has 20 drawings
+
+
+@dataclass(frozen=True)
+class Characters:
+    """images: uint8 (C, DRAWINGS, H, W), strokes bright; names[i] = "Alphabet/characterNN"."""
+
+    images: Tensor
+    names: list[str]
+
+    @property
+    def alphabets(self) -> list[str]:
+        return sorted({n.split("/")[0] for n in self.names})
+
+    def subset(self, keep: list[int]) -> Characters:
+        return Characters(self.images[keep], [self.names[i] for i in keep])
+
+
+def _png_entries(source: Path) -> dict[str, list[tuple[str, Callable[[], bytes]]]]:
+    """Character name -> [(file name, reader of its bytes)] for a zip or a folder."""
+    found: dict[str, list] = {}
+    if zipfile.is_zipfile(source):
+        archive = zipfile.ZipFile(source)
+        members = [PurePosixPath(m) for m in archive.namelist() if m.lower().endswith(".png")]
+        for m in members:
+            if len(m.parts) >= 3:
+                key = f"{m.parts[-3]}/{m.parts[-2]}"
+                found.setdefault(key, []).append((m.name, lambda m=m: archive.read(str(m))))
+    elif source.is_dir():
+        for png in sorted(source.rglob("*.png")):
+            key = f"{png.parent.parent.name}/{png.parent.name}"
+            found.setdefault(key, []).append((png.name, png.read_bytes))
+    else:
+        raise FileNotFoundError(f"Omniglot data not found: {source} (expected an official "
+                                "archive such as images_background.zip or its extracted folder)")
+    if not found:
+        raise ValueError(f"{source}: no PNG images in the Omniglot layout "
+                         "<split>/<Alphabet>/<character>/<image>.png")
+    return found
+
+
+def decode(data: bytes, image_size: int, where: str) -> np.ndarray:
+    """PNG bytes -> (image_size, image_size) uint8, strokes bright."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data)).convert("L")
+    except Exception as err:  # PIL raises several types for a damaged file
+        raise ValueError(f"unreadable image {where} ({type(err).__name__})") from None
+    image = image.resize((image_size, image_size), resample=Image.LANCZOS)
+    return 255 - np.asarray(image, dtype=np.uint8)
+
+
+def read_omniglot(sources: list[str | Path], image_size: int = 28) -> Characters:
+    """Read every character of the given archives or folders, each character once."""
+    entries: dict[str, list] = {}
+    for source in sources:
+        for key, files in _png_entries(Path(source)).items():
+            entries.setdefault(key, files)  # first source wins: duplicates are identical
+    names = sorted(entries)
+    images = np.zeros((len(names), DRAWINGS, image_size, image_size), dtype=np.uint8)
+    for c, name in enumerate(names):
+        files = sorted(entries[name])
+        if len(files) != DRAWINGS:
+            raise ValueError(f"character {name} has {len(files)} images, expected {DRAWINGS}")
+        for d, (file_name, read) in enumerate(files):
+            images[c, d] = decode(read(), image_size, f"{name}/{file_name}")
+    return Characters(torch.from_numpy(images), names)
+
+
+def split_by_alphabet(characters: Characters, test_alphabets: list[str]):
+    """(train, test): the test set holds exactly the characters of ``test_alphabets``."""
+    unknown = set(test_alphabets) - set(characters.alphabets)
+    if unknown:
+        raise ValueError(f"unknown alphabets {sorted(unknown)}; have {characters.alphabets}")
+    test = [i for i, n in enumerate(characters.names) if n.split("/")[0] in test_alphabets]
+    train = [i for i in range(len(characters.names)) if i not in set(test)]
+    return characters.subset(train), characters.subset(test)
+
+
+def split_by_character(characters: Characters, num_train: int, rng: np.random.Generator):
+    """(train, test) with ``num_train`` random characters for training (the paper: 1200)."""
+    if not 0 < num_train < len(characters.names):
+        raise ValueError(f"num_train must be in 1..{len(characters.names) - 1}, got {num_train}")
+    order = rng.permutation(len(characters.names))
+    return (characters.subset(sorted(order[:num_train].tolist())),
+            characters.subset(sorted(order[num_train:].tolist())))
+
+
+def with_rotations(characters: Characters) -> Characters:
+    """Four classes per character: rotated by 0, 90, 180 and 270 degrees (the paper)."""
+    images = torch.cat([torch.rot90(characters.images, k, dims=(2, 3)) for k in range(4)])
+    names = [f"{n}@rot{90 * k}" for k in range(4) for n in characters.names]
+    return Characters(images, names)
