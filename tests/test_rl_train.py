@@ -98,3 +98,17 @@ def test_plot_compares_runs_and_seeds(tmp_path):
     for name in ("curves.png", "train.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_best_checkpoint_holds_the_parameters_that_scored_best(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config("iterations=4", "checkpoint_every=1")
+    train(cfg, make_family(cfg), tmp_path, progress=False)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    returns = [s.value for s in events.Scalars("return/after_1_steps")]
+    best = load_checkpoint(tmp_path / "best.pt")
+    # Iteration k's returns were measured with the parameters after k updates.
+    assert best["iteration"] == max(range(4), key=returns.__getitem__)
+    assert best["best_return"] == pytest.approx(max(returns))

@@ -70,6 +70,10 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
         env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
         seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
         batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
+        post = stats[f"return/after_{inner_steps}_steps"]
+        if post > best:  # the paper evaluates the best iterate: these are its parameters
+            best = post
+            checkpoint(iteration, path_best=True)
         outer_tick = time.perf_counter()
         if config.method != "random":  # the random baseline keeps its initialisation
             stats.update(meta_update(policy, batch, config))
@@ -78,14 +82,10 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
         stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
 
         done = iteration + 1
-        post = stats[f"return/after_{inner_steps}_steps"]
         bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
         if done % config.log_every == 0 or done == config.iterations:
             run.log(done, stats)
         metrics = stats
-        if post > best:  # the paper evaluates the best iterate
-            best = post
-            checkpoint(done, path_best=True)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             checkpoint(done)
     env.close()
