@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium.vector import VectorWrapper
 from gymnasium.wrappers import TimeLimit
 
-from envs.base import Task
+from envs.base import Task, check_num_tasks
 
 ADAPTER_VECTORIZATIONS = ("sync", "async")
 
@@ -86,12 +86,7 @@ class TaskVectorWrapper(VectorWrapper):
 
     def set_tasks(self, tasks: list[Task]) -> None:
         """Run ``tasks`` from now on (same number of tasks); call ``reset`` next."""
-        tasks = list(tasks)
-        if len(tasks) != self.num_tasks:
-            raise ValueError(
-                f"set_tasks needs {self.num_tasks} tasks (the env was built for "
-                f"{self.num_tasks}), got {len(tasks)}"
-            )
+        tasks = check_num_tasks(tasks, self.num_tasks)
         self.env.set_attr("task", [t for t in tasks for _ in range(self.episodes_per_task)])
         self.tasks = tasks
 

@@ -80,6 +80,15 @@ def check_layout(
     return tasks, int(episodes_per_task)
 
 
+def check_num_tasks(tasks: list[Task], num_tasks: int) -> list[Task]:
+    """``tasks`` as a list, or a one-line ValueError unless there are ``num_tasks`` of them."""
+    tasks = list(tasks)
+    if len(tasks) != num_tasks:
+        raise ValueError(f"set_tasks needs {num_tasks} tasks (the env was built for "
+                         f"{num_tasks}), got {len(tasks)}")
+    return tasks
+
+
 def check_task_keys(task: Task, keys: tuple[str, ...], family: str) -> None:
     """One-line ValueError when a task dict lacks a key the family needs."""
     if not isinstance(task, dict) or any(k not in task for k in keys):
@@ -131,12 +140,7 @@ class TaskVectorEnv(VectorEnv):
 
     def set_tasks(self, tasks: list[Task]) -> None:
         """Run ``tasks`` from now on (same number of tasks); call ``reset`` next."""
-        tasks = list(tasks)
-        if len(tasks) != self.num_tasks:
-            raise ValueError(
-                f"set_tasks needs {self.num_tasks} tasks (the env was built for "
-                f"{self.num_tasks}), got {len(tasks)}"
-            )
+        tasks = check_num_tasks(tasks, self.num_tasks)
         for task in tasks:
             self._check_task(task)
         self.tasks = tasks

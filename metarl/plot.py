@@ -10,6 +10,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save(fig, ax, out: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend the axes, write the PNG and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
 def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: str = "",
                 log_y: bool = False) -> Path:
     """One line per curve with its 95% band; each curve has ``steps``, ``mean``, ``ci95``."""
@@ -19,17 +32,9 @@ def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: st
         ax.plot(steps, mean, marker="o", label=label)
         ax.fill_between(steps, [m - c for m, c in zip(mean, ci)],
                         [m + c for m, c in zip(mean, ci)], alpha=0.2)
-    ax.set_xlabel("inner gradient steps")
-    ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, ax, out, "inner gradient steps", ylabel, title)
 
 
 def plot_training(groups: dict[str, list[tuple[list[int], list[float]]]], out: str | Path,
@@ -49,12 +54,4 @@ def plot_training(groups: dict[str, list[tuple[list[int], list[float]]]], out: s
         if len(runs) > 1:
             ax.fill_between(steps, [min(v[i] for v in values) for i in range(length)],
                             [max(v[i] for v in values) for i in range(length)], alpha=0.2)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return save(fig, ax, out, "meta-iteration", ylabel, title)
