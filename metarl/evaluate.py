@@ -89,7 +89,7 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
                 checkpoint: str = "best.pt") -> dict:
     """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run."""
-    from metarl.rl.evaluate import adaptation_returns
+    from metarl.rl.evaluate import adaptation_returns, step_sizes
     from metarl.rl.train import build_policy
 
     config, state = load_run(run_dir, checkpoint)
@@ -104,7 +104,7 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
             "tasks": num_tasks, "episodes": episodes, "seed": seed, "metric": "return",
-            "step_sizes": [config.inner_lr] + [config.inner_lr * later_factor] * (steps - 1),
+            "step_sizes": step_sizes(config.inner_lr, steps, later_factor),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
                       "ci95": [c for _, c in stats]},
             "per_task": per_task.tolist()}

@@ -11,7 +11,7 @@ from metarl.functional import call, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
 from metarl.rl.fisher import adaptation_fisher_product
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
-from metarl.rl.maml_trpo import adapt_policy, adapt_policy_detached, sample_meta_batch
+from metarl.rl.maml_trpo import adapt_policy, sample_meta_batch
 from metarl.rl.trpo import fisher_vector_product
 
 
@@ -69,7 +69,8 @@ def require_grad(params):
 def test_structured_fisher_product_equals_brute_force(inner_objective, first_order):
     config, policy, batch = small_batch(inner_objective, first_order)
     meta = {k: v.detach() for k, v in params_of(policy).items()}
-    old = call(policy, adapt_policy_detached(policy, meta, batch, config), batch.valid.obs)
+    adapted = adapt_policy(policy, require_grad(meta), batch.train, config)
+    old = call(policy, {k: v.detach() for k, v in adapted.items()}, batch.valid.obs)
     flat = flatten(meta).clone().requires_grad_()
     kl = lambda: mean_kl(old, call(policy, adapt_policy(policy, unflatten(flat, meta),
                                                         batch.train, config), batch.valid.obs),

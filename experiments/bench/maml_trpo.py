@@ -23,7 +23,7 @@ from metarl.config import load_config
 from metarl.functional import call, flatten, params_of, unflatten
 from metarl.rl.fisher import adaptation_fisher_product
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
-from metarl.rl.maml_trpo import adapt_policy, adapt_policy_detached, meta_update, sample_meta_batch
+from metarl.rl.maml_trpo import adapt_policy, meta_update, sample_meta_batch
 from metarl.rl.train import build_policy, make_env
 from metarl.rl.trpo import fisher_vector_product
 
@@ -52,7 +52,7 @@ def main() -> None:
     batch, stats = sample_meta_batch(env, policy, config, [1, 2], generator)
     sample_seconds = time.perf_counter() - start
     meta = {k: v.detach() for k, v in params_of(policy).items()}
-    old = call(policy, adapt_policy_detached(policy, meta, batch, config), batch.valid.obs)
+    old = call(policy, batch.valid_params, batch.valid.obs)
     flat = flatten(meta).clone().requires_grad_()
 
     def adapted():

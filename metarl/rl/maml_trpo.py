@@ -44,13 +44,15 @@ class MetaBatch:
     """Everything one meta-iteration sampled; the TRPO step only reads it.
 
     train: per inner step, (episodes, advantages) used for that step's update.
-    valid: episodes of the adapted policies, with their advantages and the
-    log-probabilities under the policies that sampled them.
+    valid: episodes of the adapted policies, with their advantages, the
+    adapted (stacked, constant) parameters that sampled them and their
+    log-probabilities under those parameters.
     """
 
     train: list[tuple[Episodes, Tensor]]
     valid: Episodes
     valid_advantages: Tensor
+    valid_params: Params
     valid_log_probs: Tensor
 
 
@@ -84,10 +86,10 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
 
     env_seeds: one env reset seed per rollout (training_inner_steps + 1 of them).
     """
-    meta_params = params_of(policy)
+    loss = inner_loss(config.inner_objective)
     stats: dict[str, float] = {"time/sampling": 0.0, "time/adaptation": 0.0}
     train: list[tuple[Episodes, Tensor]] = []
-    params = detach_params(expand_params(meta_params, env.num_tasks))
+    params = detach_params(expand_params(params_of(policy), env.num_tasks))
     inner_steps = training_inner_steps(config)
     for step in range(inner_steps + 1):
         tick = time.perf_counter()
@@ -99,21 +101,24 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
             break
         train.append((episodes, adv))
         tick = time.perf_counter()
-        params = detach_params(adapt_policy(policy, meta_params, train, config))
+        # Values only (for sampling): one step from the current constants equals the
+        # whole chain from the meta-parameters that the TRPO closures differentiate.
+        params = {k: v.requires_grad_() for k, v in params.items()}
+        params = detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv),
+                                     config.inner_lr, 1, first_order=True))
         stats["time/adaptation"] += time.perf_counter() - tick
     with torch.no_grad():
         old_log_probs = log_probs(policy, params, episodes)
     steps = sum(e.mask.sum().item() for e, _ in train) + episodes.mask.sum().item()
     stats["env_steps"] = steps
-    return MetaBatch(train, episodes, adv, old_log_probs), stats
+    return MetaBatch(train, episodes, adv, params, old_log_probs), stats
 
 
 def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]:
     """TRPO step on the policy's meta-parameters (written into the module)."""
     meta_params = {k: v.detach() for k, v in params_of(policy).items()}
     with torch.no_grad():
-        old_dist = call(policy, adapt_policy_detached(policy, meta_params, batch, config),
-                        batch.valid.obs)
+        old_dist = call(policy, batch.valid_params, batch.valid.obs)
 
     def surrogate(params: Params) -> Tensor:
         adapted = adapt_policy(policy, params, batch.train, config, batch.valid.num_tasks)
@@ -138,11 +143,3 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]
             "trpo/kl": info["kl"], "trpo/line_search_steps": info["backtracks"],
             "trpo/accepted": float(info["accepted"])}
 
-
-def adapt_policy_detached(policy: nn.Module, meta_params: Params, batch: MetaBatch,
-                          config) -> Params:
-    """The adapted parameters at the current meta-parameters, as constants."""
-    with torch.enable_grad():
-        params = {k: v.clone().requires_grad_() for k, v in meta_params.items()}
-        return detach_params(adapt_policy(policy, params, batch.train, config,
-                                          batch.valid.num_tasks))
