@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from metarl.functional import detach_params, expand_params, params_of
-from metarl.meta import adapt
 from metarl.rl.losses import inner_loss
-from metarl.rl.maml_trpo import advantages
+from metarl.rl.maml_trpo import adapted_values, advantages
 from metarl.rl.sampler import rollout
 
 
@@ -41,9 +40,6 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
         if step == steps:
             break
         adv = advantages(episodes_k, config.gamma, config.gae_lambda)
-        params = {k: v.requires_grad_() for k, v in params.items()}
-        # First order suffices: only the adapted values matter at test time.
-        params = detach_params(adapt(lambda p, b: loss(policy, p, *b), params,
-                                     (episodes_k, adv), rates[step], 1, first_order=True))
+        params = adapted_values(policy, params, episodes_k, adv, loss, rates[step])
     env.close()
     return np.stack(returns, axis=1)

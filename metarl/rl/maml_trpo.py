@@ -25,7 +25,7 @@ from metarl.meta import adapt
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import adaptation_fisher_product
-from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate_loss
+from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
 from metarl.rl.trpo import trpo_step
@@ -80,6 +80,14 @@ def adapt_policy(policy: nn.Module, meta_params: Mapping[str, Tensor],
     return params
 
 
+def adapted_values(policy: nn.Module, params: Params, episodes: Episodes, adv: Tensor,
+                   loss: PolicyLoss, lr: float) -> Params:
+    """One inner step from constant stacked ``params``, as constants (for sampling)."""
+    params = {k: v.requires_grad_() for k, v in detach_params(params).items()}
+    return detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv), lr, 1,
+                               first_order=True))
+
+
 def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
                       generator: torch.Generator) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
@@ -101,11 +109,9 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
             break
         train.append((episodes, adv))
         tick = time.perf_counter()
-        # Values only (for sampling): one step from the current constants equals the
-        # whole chain from the meta-parameters that the TRPO closures differentiate.
-        params = {k: v.requires_grad_() for k, v in params.items()}
-        params = detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv),
-                                     config.inner_lr, 1, first_order=True))
+        # One step from the current constants equals the whole chain from the
+        # meta-parameters that the TRPO closures differentiate.
+        params = adapted_values(policy, params, episodes, adv, loss, config.inner_lr)
         stats["time/adaptation"] += time.perf_counter() - tick
     with torch.no_grad():
         old_log_probs = log_probs(policy, params, episodes)
