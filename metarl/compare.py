@@ -7,7 +7,7 @@ from pathlib import Path
 
 from metarl.checkpoint import CheckpointError
 from metarl.config import to_dict
-from metarl.plot import plot_curves, plot_training
+from metarl.plot import metric_label, plot_curves, plot_training
 from metarl.rl.maml_trpo import training_inner_steps
 from metarl.runs import load_run_config
 
@@ -37,8 +37,8 @@ def adaptation_figure(run_dirs: list[str], out: str | Path) -> Path:
             curves.update({f"{label} K={k}": c for k, c in result["shots"].items()})
         else:
             curves[label] = result["curve"]
-    ylabel = "MSE" if metric == "mse" else "mean episode return"
-    return plot_curves(curves, out, ylabel=ylabel, title="adaptation on held-out tasks")
+    return plot_curves(curves, out, ylabel=metric_label(metric),
+                       title="adaptation on held-out tasks")
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:

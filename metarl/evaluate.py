@@ -124,7 +124,7 @@ def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
 
     Returns the JSON and PNG paths.
     """
-    from metarl.plot import plot_curves
+    from metarl.plot import metric_label, plot_curves
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,6 @@ def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
         name = result["kind"]
     else:
         curves, name = {result["method"]: result["curve"]}, result["env"]
-    plot_curves(curves, png, ylabel=result["metric"].upper() if result["metric"] == "mse"
-                else "mean episode return",
+    plot_curves(curves, png, ylabel=metric_label(result["metric"]),
                 title=f"{name} ({result['method']}), {result['tasks']} held-out tasks")
     return out, png

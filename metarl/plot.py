@@ -10,6 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def metric_label(metric: str) -> str:
+    """Axis label of an evaluation metric ("mse" or "return")."""
+    return "MSE" if metric == "mse" else "mean episode return"
+
+
 def save(fig, ax, out: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
     """Label, grid and legend the axes, write the PNG and free the figure."""
     ax.set_xlabel(xlabel)

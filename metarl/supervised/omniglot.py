@@ -100,7 +100,8 @@ def split_by_alphabet(characters: Characters, test_alphabets: list[str]):
     if unknown:
         raise ValueError(f"unknown alphabets {sorted(unknown)}; have {characters.alphabets}")
     test = [i for i, n in enumerate(characters.names) if n.split("/")[0] in test_alphabets]
-    train = [i for i in range(len(characters.names)) if i not in set(test)]
+    test_set = set(test)
+    train = [i for i in range(len(characters.names)) if i not in test_set]
     return characters.subset(train), characters.subset(test)
 
 
