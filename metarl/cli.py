@@ -91,7 +91,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
-    script = Path(__file__).resolve().parent.parent / "experiments" / "bench" / f"{args.name}.py"
+    bench_dir = Path(__file__).resolve().parent.parent / "experiments" / "bench"
+    script = bench_dir / f"{args.name.replace('-', '_')}.py"
     if not script.is_file():
         raise FileNotFoundError(f"no benchmark named {args.name!r} ({script} does not exist)")
     sys.argv = [str(script), *args.rest]
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/")
-    bench.add_argument("name", help="e.g. supervised, sampler")
+    bench.add_argument("name", help="e.g. meta-iteration, sampler, supervised")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser

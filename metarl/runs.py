@@ -20,7 +20,8 @@ from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.config import ConfigError, load_config, save_config, to_dict
 
 # Keys that may change when a run is resumed: they do not change the computation.
-RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads"}
+RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads",
+                  "time_limit_minutes"}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,7 +9,7 @@ from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
 from metarl.functional import call, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
-from metarl.rl.fisher import adaptation_fisher_product
+from metarl.rl.fisher import adaptation_fisher_product, adapted_fisher_product, subsample_episodes
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
 from metarl.rl.maml_trpo import adapt_policy, sample_meta_batch
 from metarl.rl.trpo import fisher_vector_product
@@ -82,3 +82,45 @@ def test_structured_fisher_product_equals_brute_force(inner_objective, first_ord
         v = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(seed),
                         dtype=torch.float64)
         torch.testing.assert_close(fast(v), brute(v), rtol=1e-7, atol=1e-10)
+
+
+def test_adapted_fisher_product_is_the_kl_hessian_at_the_adapted_policies():
+    # Brute force: shift every task's adapted parameters by the same delta; the
+    # Hessian of the KL in delta at 0 is the sum over tasks of their Fisher matrices.
+    config, policy, batch = small_batch("reinforce")
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    adapted = {k: v.detach() for k, v in
+               adapt_policy(policy, require_grad(meta), batch.train, config).items()}
+    old = call(policy, adapted, batch.valid.obs)
+    delta = torch.zeros(flatten(meta).numel(), dtype=torch.float64, requires_grad=True)
+    shifted = lambda: {k: adapted[k] + d for k, d in unflatten(delta, meta).items()}
+    kl = lambda: mean_kl(old, call(policy, shifted(), batch.valid.obs), batch.valid.mask)
+    brute = fisher_vector_product(kl, [delta], damping=0.0)
+    fast = adapted_fisher_product(policy, meta, adapted, batch.valid, old)
+    v = torch.randn(delta.numel(), generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    torch.testing.assert_close(fast(v), brute(v), rtol=1e-7, atol=1e-10)
+
+
+def test_adapted_fisher_product_is_exact_for_first_order_maml():
+    config, policy, batch = small_batch("reinforce", first_order=True)
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    adapted = {k: v.detach() for k, v in
+               adapt_policy(policy, require_grad(meta), batch.train, config).items()}
+    old = call(policy, adapted, batch.valid.obs)
+    exact = adaptation_fisher_product(policy, meta, batch.train, inner_loss("reinforce"),
+                                      config.inner_lr, True, batch.valid, old)
+    fast = adapted_fisher_product(policy, meta, adapted, batch.valid, old)
+    v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    torch.testing.assert_close(fast(v), exact(v), rtol=1e-9, atol=1e-12)
+
+
+def test_subsample_keeps_the_first_episodes_of_every_task():
+    _, _, batch = small_batch()
+    part = subsample_episodes(batch.valid, 0.3)  # ceil(0.3 * 4) = 2 of 4 episodes
+    assert part.obs.shape[:3] == (3, 2, 12)
+    torch.testing.assert_close(part.rewards, batch.valid.rewards[:, :2])
+    assert subsample_episodes(batch.valid, 1.0).obs.shape == batch.valid.obs.shape
+    with pytest.raises(ValueError, match="fraction"):
+        subsample_episodes(batch.valid, 0.0)

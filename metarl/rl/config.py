@@ -35,9 +35,18 @@ class RLConfig:
     gamma: float = spec(0.99, low=0, high=1)
     gae_lambda: float = spec(1.0, low=0, high=1)
     max_kl: float = spec(0.01, low=0, low_open=True)
+    fisher: Literal["exact", "adapted"] = spec(
+        "adapted", doc="Fisher-vector products: exact (through the adaptation, J^T F J) or "
+        "adapted (Fisher of the adapted policies only; the line search keeps the exact KL)")
+    fisher_fraction: float = spec(
+        1.0, low=0, low_open=True, high=1,
+        doc="share of each task's validation episodes used in Fisher-vector products")
     cg_iters: int = spec(10, low=1)
     cg_damping: float = spec(1e-5, low=0)
     line_search_steps: int = spec(15, low=1)
     line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
     checkpoint_every: int = spec(10, low=1)
     log_every: int = spec(1, low=1)
+    time_limit_minutes: float | None = spec(
+        None, low=0, low_open=True,
+        doc="stop with a checkpoint after this many minutes in this process (resume later)")

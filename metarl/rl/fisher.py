@@ -1,4 +1,4 @@
-"""Exact Fisher-vector products through the adaptation, without third derivatives.
+"""Fisher-vector products for the TRPO step of MAML-RL, without third derivatives.
 
 TRPO needs products with the Hessian of KL(theta) = KL(pi_old || pi_{theta'(theta)})
 at the current meta-parameters, where theta' = adapt(theta). By the chain rule
@@ -9,14 +9,24 @@ and the second term vanishes at the current point, where the two policies
 coincide and the KL is at its minimum (zero gradient). J is the Jacobian of
 the adaptation: per inner step k, theta_{k+1} = theta_k - lr * g_k(theta_k),
 so J = prod_k (I - lr * H_k) with H_k the (symmetric) Hessian of step k's
-inner loss. Each product thus costs two Hessian-vector products per inner
-step and one with the KL, all second order, instead of differentiating the
-KL's gradient through the adaptation (third order). Same result, checked
-against that brute force in the tests.
+inner loss.
+
+Two products, selected by the config's ``fisher``:
+
+- ``exact`` (``adaptation_fisher_product``): J^T F' J, two Hessian-vector
+  products per inner step and one with the KL, all second order, instead of
+  differentiating the KL's gradient through the adaptation (third order).
+  Same result, checked against that brute force in the tests.
+- ``adapted`` (``adapted_fisher_product``): F' alone, the Fisher of the adapted
+  policies, as if J = I (exact for first-order MAML). Much cheaper; the line
+  search still enforces the exact KL through the adaptation.
+
+Both can use a subsample of the validation episodes (``subsample_episodes``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -26,10 +36,49 @@ from metarl.functional import call, expand_params, flatten, unflatten
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, mean_kl
 
+FisherProduct = Callable[[Tensor], Tensor]
+
 
 def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
     """Hessian-vector product from a gradient graph: d(grads . vectors)/d points."""
     return list(torch.autograd.grad(grads, points, grad_outputs=vectors, retain_graph=True))
+
+
+def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
+    """The first ceil(fraction * E) episodes of every task (episodes are i.i.d.)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    keep = max(1, math.ceil(fraction * episodes.episodes_per_task))
+    return Episodes(obs=episodes.obs[:, :keep], actions=episodes.actions[:, :keep],
+                    rewards=episodes.rewards[:, :keep], mask=episodes.mask[:, :keep])
+
+
+def _kl_hessian(policy: nn.Module, point: Mapping[str, Tensor], valid: Episodes,
+                old_dist: distributions.Distribution):
+    """Leaves at the stacked ``point`` and the KL's gradient graph there."""
+    names = list(point)
+    leaves = [point[k].detach().clone().requires_grad_() for k in names]
+    kl = mean_kl(old_dist, call(policy, dict(zip(names, leaves)), valid.obs), valid.mask)
+    return leaves, list(torch.autograd.grad(kl, leaves, create_graph=True))
+
+
+def adapted_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
+                           adapted: Mapping[str, Tensor], valid: Episodes,
+                           old_dist: distributions.Distribution) -> FisherProduct:
+    """v (flat, size of meta_params) -> F' v, F' the Hessian of the KL w.r.t. the
+    stacked ``adapted`` parameters, applied to v in every task and summed over tasks.
+
+    old_dist: the adapted policies on ``valid.obs`` (constants).
+    """
+    like = {k: v.detach() for k, v in meta_params.items()}
+    leaves, kl_grads = _kl_hessian(policy, adapted, valid, old_dist)
+
+    def product(vector: Tensor) -> Tensor:
+        u = [t.contiguous() for t in expand_params(unflatten(vector, like),
+                                                   valid.num_tasks).values()]
+        return flatten([t.sum(dim=0) for t in _hvp(kl_grads, leaves, u)]).detach()
+
+    return product
 
 
 def adaptation_fisher_product(
@@ -41,8 +90,8 @@ def adaptation_fisher_product(
     first_order: bool,
     valid: Episodes,
     old_dist: distributions.Distribution,
-) -> Callable[[Tensor], Tensor]:
-    """v (flat, size of meta_params) -> F v, F the Hessian of the adapted policies' KL.
+) -> FisherProduct:
+    """v (flat, size of meta_params) -> J^T F' J v, the Hessian of the adapted policies' KL.
 
     train: per inner step, (episodes, advantages), as ``maml_trpo.adapt_policy``.
     old_dist: the adapted policies at the current meta-parameters on ``valid.obs``.
@@ -57,9 +106,7 @@ def adaptation_fisher_product(
         grads = list(torch.autograd.grad(loss, leaves, create_graph=not first_order))
         steps.append((leaves, grads))
         point = {k: (p - inner_lr * g).detach() for k, p, g in zip(names, leaves, grads)}
-    final = [point[k].clone().requires_grad_() for k in names]
-    kl = mean_kl(old_dist, call(policy, dict(zip(names, final)), valid.obs), valid.mask)
-    kl_grads = list(torch.autograd.grad(kl, final, create_graph=True))
+    final, kl_grads = _kl_hessian(policy, point, valid, old_dist)
     like = {k: v.detach() for k, v in meta_params.items()}
 
     def jacobian_step(leaves, grads, vectors):  # (I - lr H_k) u; H_k symmetric

@@ -126,8 +126,18 @@ def surrogate_loss(policy: nn.Module, params: Mapping[str, Tensor], episodes: Ep
     if old_log_probs.shape != advantages.shape:
         raise ValueError(f"old_log_probs must be (T, E, H) = {tuple(advantages.shape)}, "
                          f"got {tuple(old_log_probs.shape)}")
-    ratio = torch.exp(log_probs(policy, params, episodes) - old_log_probs.detach())
-    return -masked_mean_per_task(ratio * advantages, episodes.mask).mean()
+    return surrogate(log_probs(policy, params, episodes), old_log_probs, advantages,
+                     episodes.mask)
+
+
+def surrogate(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor,
+              mask: Tensor) -> Tensor:
+    """-mean(exp(log_probs - old_log_probs) * advantages), per task then over tasks.
+
+    All (T, E, H); ``old_log_probs`` are constants. Scalar.
+    """
+    ratio = torch.exp(log_probs - old_log_probs.detach())
+    return -masked_mean_per_task(ratio * advantages, mask).mean()
 
 
 def mean_kl(old: distributions.Distribution, new: distributions.Distribution,

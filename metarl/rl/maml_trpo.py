@@ -8,7 +8,8 @@
        Fisher-vector products, backtracking line search under max_kl.
 
 The adaptation is recomputed from the meta-parameters inside the TRPO
-closures, so every loss, KL and Fisher-vector product goes through it.
+closures, so the meta-gradient, every line-search loss and KL, and (with
+``fisher: exact``) every Fisher-vector product go through it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from metarl.functional import Params, call, detach_params, expand_params, params
 from metarl.meta import adapt
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.fisher import adaptation_fisher_product
-from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate_loss
+from metarl.rl.fisher import adaptation_fisher_product, adapted_fisher_product, subsample_episodes
+from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
 from metarl.rl.trpo import trpo_step
@@ -120,26 +121,64 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     return MetaBatch(train, episodes, adv, params, old_log_probs), stats
 
 
+def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
+                      train: list[tuple[Episodes, Tensor]], config, num_tasks: int) -> Params:
+    """The values of ``adapt_policy`` without any graph (for the line search)."""
+    params = detach_params(expand_params(meta_params, num_tasks))
+    for episodes, adv in train:
+        params = adapted_values(policy, params, episodes, adv, inner_loss(config.inner_objective),
+                                config.inner_lr)
+    return params
+
+
+def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, config):
+    """The config's Fisher-vector product (``rl.fisher``) on its share of validation episodes."""
+    fraction = config.fisher_fraction
+    valid = subsample_episodes(batch.valid, fraction)
+    with torch.no_grad():
+        old_dist = call(policy, batch.valid_params, valid.obs)
+    if config.fisher == "adapted":
+        return adapted_fisher_product(policy, meta_params, batch.valid_params, valid, old_dist)
+    # The adaptation's Jacobian is estimated on the same share of training episodes.
+    train = [(subsample_episodes(e, fraction), adv[:, :subsample_episodes(e, fraction)
+                                                     .episodes_per_task])
+             for e, adv in batch.train]
+    return adaptation_fisher_product(policy, meta_params, train,
+                                     inner_loss(config.inner_objective), config.inner_lr,
+                                     config.first_order, valid, old_dist)
+
+
 def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]:
     """TRPO step on the policy's meta-parameters (written into the module)."""
     meta_params = {k: v.detach() for k, v in params_of(policy).items()}
+    valid, num_tasks = batch.valid, batch.valid.num_tasks
     with torch.no_grad():
-        old_dist = call(policy, batch.valid_params, batch.valid.obs)
+        old_dist = call(policy, batch.valid_params, valid.obs)
 
-    def surrogate(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config, batch.valid.num_tasks)
-        return surrogate_loss(policy, adapted, batch.valid, batch.valid_advantages,
+    def surrogate_through_adaptation(params: Params) -> Tensor:
+        adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
+        return surrogate_loss(policy, adapted, valid, batch.valid_advantages,
                               batch.valid_log_probs)
 
-    def kl(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config, batch.valid.num_tasks)
-        return mean_kl(old_dist, call(policy, adapted, batch.valid.obs), batch.valid.mask)
+    def kl_through_adaptation(params: Params) -> Tensor:
+        adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
+        return mean_kl(old_dist, call(policy, adapted, valid.obs), valid.mask)
 
-    fisher = adaptation_fisher_product(policy, meta_params, batch.train,
-                                       inner_loss(config.inner_objective), config.inner_lr,
-                                       config.first_order, batch.valid, old_dist)
-    new_params, info = trpo_step(meta_params, surrogate, kl, config.max_kl, fvp_fn=fisher,
-                                 damping=config.cg_damping, cg_iters=config.cg_iters,
+    def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
+        adapted = adapted_constants(policy, params, batch.train, config, num_tasks)
+        with torch.no_grad():
+            dist = call(policy, adapted, valid.obs)
+            loss = surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
+                             batch.valid_advantages, valid.mask)
+            return loss.item(), mean_kl(old_dist, dist, valid.mask).item()
+
+    tick = time.perf_counter()
+    fisher = fisher_product(policy, meta_params, batch, config)
+    setup = time.perf_counter() - tick
+    new_params, info = trpo_step(meta_params, surrogate_through_adaptation,
+                                 kl_through_adaptation, config.max_kl, fvp_fn=fisher,
+                                 evaluate_fn=evaluate, damping=config.cg_damping,
+                                 cg_iters=config.cg_iters,
                                  backtrack_ratio=config.line_search_ratio,
                                  max_backtracks=config.line_search_steps)
     with torch.no_grad():
@@ -147,5 +186,6 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]
             p.copy_(new_params[name])
     return {"surrogate/before": info["loss_before"], "surrogate/after": info["loss_after"],
             "trpo/kl": info["kl"], "trpo/line_search_steps": info["backtracks"],
-            "trpo/accepted": float(info["accepted"])}
-
+            "trpo/accepted": float(info["accepted"]),
+            "time/gradient": info["time/gradient"], "time/cg": info["time/cg"] + setup,
+            "time/line_search": info["time/line_search"]}

@@ -62,6 +62,7 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
                   "action_rng": generator.get_state(), "best_return": best}, best=path_best)
 
     metrics: dict[str, float] = {}
+    started = time.perf_counter()
     inner_steps = training_inner_steps(config)
     bar = tqdm(range(run.start_iteration, config.iterations), disable=not progress,
                initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
@@ -86,8 +87,12 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
         if done % config.log_every == 0 or done == config.iterations:
             run.log(done, stats)
         metrics = stats
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        out_of_time = (config.time_limit_minutes is not None
+                       and time.perf_counter() - started > 60 * config.time_limit_minutes)
+        if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
             checkpoint(done)
+        if out_of_time:
+            break
     env.close()
     run.close({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
                "final/return_after": metrics.get(f"return/after_{inner_steps}_steps",

@@ -9,6 +9,7 @@ adaptation, and every line-search candidate is judged on re-adapted policies.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -69,7 +70,9 @@ def fisher_vector_product(kl_fn: Callable[[], Tensor], params: Sequence[Tensor],
 def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, max_kl: float,
               damping: float = 1e-5, cg_iters: int = 10, backtrack_ratio: float = 0.5,
               max_backtracks: int = 15,
-              fvp_fn: Callable[[Tensor], Tensor] | None = None) -> tuple[Params, dict]:
+              fvp_fn: Callable[[Tensor], Tensor] | None = None,
+              evaluate_fn: Callable[[Params], tuple[float, float]] | None = None,
+              ) -> tuple[Params, dict]:
     """One TRPO update of ``params``; never changes them in place.
 
     Direction s = F^-1 (-grad loss) by conjugate gradient, scaled so that
@@ -88,6 +91,10 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
     If no candidate is accepted the returned parameters equal the old ones.
     fvp_fn: optional v -> F v (without damping) on flat vectors, replacing the
     double backward through ``kl_fn`` (e.g. a cheaper exact product).
+    evaluate_fn: optional params -> (loss, kl) as floats for the line search,
+    e.g. one evaluation without any graph; default calls ``loss_fn``, ``kl_fn``.
+    info also has the seconds spent: ``time/gradient``, ``time/cg``
+    (the conjugate gradient and the step scaling) and ``time/line_search``.
     """
     if max_kl <= 0:
         raise ValueError(f"max_kl must be > 0, got {max_kl}")
@@ -97,37 +104,53 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
         raise ValueError(f"max_backtracks must be >= 1, got {max_backtracks}")
     like = {k: v.detach() for k, v in params.items()}
     start = flatten(like).clone()
+    if evaluate_fn is None:
+        evaluate_fn = lambda p: _loss_and_kl(loss_fn, kl_fn, p)
 
     # Differentiating w.r.t. one flat leaf gives flat gradients and Fisher products.
+    tick = time.perf_counter()
     flat = start.clone().requires_grad_()
     loss_before = loss_fn(unflatten(flat, like))
     (grad,) = torch.autograd.grad(loss_before, flat)
+    timing = {"time/gradient": time.perf_counter() - tick}
+    tick = time.perf_counter()
     if fvp_fn is None:
         fvp = fisher_vector_product(lambda: kl_fn(unflatten(flat, like)), [flat], damping)
     else:
         fvp = lambda v: fvp_fn(v) + damping * v
     direction = conjugate_gradient(fvp, -grad, iters=cg_iters)
     curvature = 0.5 * direction @ fvp(direction)  # 0.5 s^T F s for the unscaled direction
+    timing["time/cg"] = time.perf_counter() - tick
+    tick = time.perf_counter()
 
     info = {"accepted": False, "backtracks": 0, "step_fraction": 0.0,
             "loss_before": loss_before.item(), "loss_after": loss_before.item(),
-            "improvement": 0.0, "expected_improvement": 0.0, "kl": 0.0}
+            "improvement": 0.0, "expected_improvement": 0.0, "kl": 0.0, **timing,
+            "time/line_search": 0.0}
     if not (torch.isfinite(curvature) and curvature > 0):  # zero gradient or broken Fisher
         return unflatten(start, like), info
     full_step = direction * torch.sqrt(max_kl / curvature)
     info["expected_improvement"] = -(grad @ full_step).item()
 
+    new_params = unflatten(start, like)
     for k in range(max_backtracks):
         fraction = backtrack_ratio**k
-        candidate = (start + fraction * full_step).requires_grad_()
+        candidate = unflatten(start + fraction * full_step, like)
         info["backtracks"] = k + 1
-        loss = loss_fn(unflatten(candidate, like)).item()
+        loss, kl = evaluate_fn(candidate)
         improvement = info["loss_before"] - loss
-        if not (math.isfinite(loss) and improvement > 0):  # NaN fails this too
-            continue
-        kl = kl_fn(unflatten(candidate, like)).item()
-        if math.isfinite(kl) and kl <= max_kl:
+        # NaN fails both comparisons.
+        if math.isfinite(loss) and improvement > 0 and math.isfinite(kl) and kl <= max_kl:
             info.update(accepted=True, step_fraction=fraction, loss_after=loss,
                         improvement=improvement, kl=kl)
-            return unflatten(candidate.detach(), like), info
-    return unflatten(start, like), info
+            new_params = candidate
+            break
+    info["time/line_search"] = time.perf_counter() - tick
+    return new_params, info
+
+
+def _loss_and_kl(loss_fn: ParamsFn, kl_fn: ParamsFn, params: Params) -> tuple[float, float]:
+    """(loss, kl) of a line-search candidate, given as leaves that require grad
+    because the closures may differentiate through an inner adaptation."""
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    return loss_fn(params).item(), kl_fn(params).item()
