@@ -8,8 +8,10 @@ from pathlib import Path
 
 from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError, load_config
+from metarl.distributed import DistributedError, close_shard, init_shard
+from metarl.runs import resolve_device
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DistributedError)
 
 
 def make_family(config):
@@ -40,16 +42,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config, args.set)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    if config.kind == "rl":
-        from metarl.rl.train import train as train_rl
+    shard = init_shard(resolve_device(config.device))  # one process unless under torchrun
+    try:
+        if config.kind == "rl":
+            from metarl.rl.train import train as train_rl
 
-        family = make_family(config)
-        metrics = train_rl(config, family, run_dir, resume=args.resume, progress=not args.quiet)
-    else:
-        from metarl.supervised.train import train
+            family = make_family(config)
+            metrics = train_rl(config, family, run_dir, resume=args.resume,
+                               progress=not args.quiet, shard=shard)
+        else:
+            from metarl.supervised.train import train
 
-        metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"run saved in {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet,
+                            shard=shard)
+    finally:
+        close_shard()
+    if shard.is_main:
+        print(f"run saved in {run_dir}: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

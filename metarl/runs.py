@@ -18,6 +18,7 @@ import yaml
 
 from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.config import ConfigError, load_config, save_config, to_dict
+from metarl.distributed import local_device
 
 # Keys that may change when a run is resumed: they do not change the computation.
 RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads",
@@ -41,7 +42,7 @@ def setup_torch(config) -> torch.device:
     OpenMP's spinning threads make tiny ops up to 100x slower.
     """
     torch.set_num_threads(config.threads)
-    return resolve_device(config.device)
+    return local_device(resolve_device(config.device))
 
 
 def load_run_config(run_dir: str | Path) -> Any:
@@ -65,8 +66,11 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Pat
 class Run:
     """Owns a run directory: checks it, writes the config, logs scalars, saves checkpoints."""
 
-    def __init__(self, run_dir: str | Path, config: Any, resume: bool = False):
+    def __init__(self, run_dir: str | Path, config: Any, resume: bool = False,
+                 writes: bool = True):
+        """writes=False (ranks other than 0): check and read, never write."""
         self.dir = Path(run_dir)
+        self.writes = writes
         self.config = config
         self.checkpoint_path = self.dir / "checkpoint.pt"
         self.best_path = self.dir / "best.pt"
@@ -77,9 +81,10 @@ class Run:
         elif self.checkpoint_path.exists():
             raise CheckpointError(f"{self.dir} already holds a run (checkpoint.pt); pass --resume "
                                   "to continue it or choose another --run-dir")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.dir / "config.yaml")
         self._writer = None
+        if writes:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.dir / "config.yaml")
 
     @property
     def start_iteration(self) -> int:
@@ -98,15 +103,19 @@ class Run:
         return self._writer
 
     def log(self, iteration: int, scalars: dict[str, float]) -> None:
+        if not self.writes:
+            return
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, iteration)
 
     def save(self, state: dict[str, Any], best: bool = False) -> None:
+        if not self.writes:
+            return
         state = {**state, "config": to_dict(self.config)}
         save_checkpoint(state, self.best_path if best else self.checkpoint_path)
 
     def close(self, final_metrics: dict[str, float] | None = None) -> None:
-        if final_metrics:
+        if final_metrics and self.writes:
             hparams = {k: (str(v) if isinstance(v, (list, dict, type(None))) else v)
                        for k, v in to_dict(self.config).items()}
             self.writer.add_hparams(hparams, final_metrics, run_name=".")

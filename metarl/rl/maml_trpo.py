@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import Params, call, detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.rl.baseline import linear_baseline_values
@@ -90,21 +91,30 @@ def adapted_values(policy: nn.Module, params: Params, episodes: Episodes, adv: T
 
 
 def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
-                      generator: torch.Generator) -> tuple[MetaBatch, dict[str, float]]:
+                      generator: torch.Generator,
+                      shard: Shard = SINGLE_PROCESS) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
 
     env_seeds: one env reset seed per rollout (training_inner_steps + 1 of them).
+    shard: with several processes, ``env`` holds this process's block of the
+    ``config.meta_batch_size`` tasks; the statistics are over all of them.
     """
     loss = inner_loss(config.inner_objective)
     stats: dict[str, float] = {"time/sampling": 0.0, "time/adaptation": 0.0}
+    block, first_env = None, 0
+    if shard.world_size > 1:
+        block = (shard.tasks(config.meta_batch_size), config.meta_batch_size)
+        first_env = block[0].start * env.episodes_per_task
+    weight = weight_of(shard, config)
     train: list[tuple[Episodes, Tensor]] = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
     inner_steps = training_inner_steps(config)
     for step in range(inner_steps + 1):
         tick = time.perf_counter()
-        episodes = rollout(env, policy, params, config.horizon, env_seeds[step], generator)
+        episodes = rollout(env, policy, params, config.horizon, env_seeds[step] + first_env,
+                           generator, block)
         stats["time/sampling"] += time.perf_counter() - tick
-        stats[f"return/after_{step}_steps"] = episodes.returns().mean().item()
+        stats[f"return/after_{step}_steps"] = weight * episodes.returns().mean().item()
         adv = advantages(episodes, config.gamma, config.gae_lambda)
         if step == inner_steps:
             break
@@ -118,7 +128,15 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
         old_log_probs = log_probs(policy, params, episodes)
     steps = sum(e.mask.sum().item() for e, _ in train) + episodes.mask.sum().item()
     stats["env_steps"] = steps
+    if shard.world_size > 1:  # returns: means over all tasks; env steps: the total
+        keys = [k for k in stats if k.startswith("return/")] + ["env_steps"]
+        stats.update(zip(keys, shard.sum_floats(*[stats[k] for k in keys])))
     return MetaBatch(train, episodes, adv, params, old_log_probs), stats
+
+
+def weight_of(shard: Shard, config) -> float:
+    """This process's share of the meta-batch (1 without sharding)."""
+    return 1.0 if shard.world_size == 1 else shard.weight(config.meta_batch_size)
 
 
 def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
@@ -148,21 +166,27 @@ def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, con
                                      config.first_order, valid, old_dist)
 
 
-def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]:
-    """TRPO step on the policy's meta-parameters (written into the module)."""
+def meta_update(policy: nn.Module, batch: MetaBatch, config,
+                shard: Shard = SINGLE_PROCESS) -> dict[str, float]:
+    """TRPO step on the policy's meta-parameters (written into the module).
+
+    With several processes, every closure returns this process's weighted share
+    and ``trpo_step`` sums them, so all processes take the same step.
+    """
     meta_params = {k: v.detach() for k, v in params_of(policy).items()}
     valid, num_tasks = batch.valid, batch.valid.num_tasks
+    weight = weight_of(shard, config)
     with torch.no_grad():
         old_dist = call(policy, batch.valid_params, valid.obs)
 
     def surrogate_through_adaptation(params: Params) -> Tensor:
         adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
-        return surrogate_loss(policy, adapted, valid, batch.valid_advantages,
-                              batch.valid_log_probs)
+        return weight * surrogate_loss(policy, adapted, valid, batch.valid_advantages,
+                                       batch.valid_log_probs)
 
     def kl_through_adaptation(params: Params) -> Tensor:
         adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
-        return mean_kl(old_dist, call(policy, adapted, valid.obs), valid.mask)
+        return weight * mean_kl(old_dist, call(policy, adapted, valid.obs), valid.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
         adapted = adapted_constants(policy, params, batch.train, config, num_tasks)
@@ -170,17 +194,19 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config) -> dict[str, float]
             dist = call(policy, adapted, valid.obs)
             loss = surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
                              batch.valid_advantages, valid.mask)
-            return loss.item(), mean_kl(old_dist, dist, valid.mask).item()
+            return weight * loss.item(), weight * mean_kl(old_dist, dist, valid.mask).item()
 
     tick = time.perf_counter()
-    fisher = fisher_product(policy, meta_params, batch, config)
+    local_fisher = fisher_product(policy, meta_params, batch, config)
+    fisher = lambda v: weight * local_fisher(v)
     setup = time.perf_counter() - tick
     new_params, info = trpo_step(meta_params, surrogate_through_adaptation,
                                  kl_through_adaptation, config.max_kl, fvp_fn=fisher,
                                  evaluate_fn=evaluate, damping=config.cg_damping,
                                  cg_iters=config.cg_iters,
                                  backtrack_ratio=config.line_search_ratio,
-                                 max_backtracks=config.line_search_steps)
+                                 max_backtracks=config.line_search_steps,
+                                 all_reduce=shard.all_reduce)
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(new_params[name])

@@ -18,20 +18,35 @@ from metarl.functional import call
 from metarl.rl.episodes import Episodes
 
 
-def sample_action(dist: distributions.Distribution, generator: torch.Generator | None) -> Tensor:
+def _noise(shape: torch.Size, block: tuple[slice, int] | None, draw) -> Tensor:
+    """draw(shape) for all tasks, then this process's block of tasks (leading dim)."""
+    if block is None:
+        return draw(shape)
+    tasks, total = block
+    return draw((total, *shape[1:]))[tasks]
+
+
+def sample_action(dist: distributions.Distribution, generator: torch.Generator | None,
+                  block: tuple[slice, int] | None = None) -> Tensor:
     """Draw from the policy's distribution with an explicit generator.
 
     Supports Independent(Normal) (Gaussian policies) and Categorical.
+    block: (this process's tasks, total tasks) when the meta-batch is sharded:
+    the noise of every task is drawn and the block kept, so task j's actions do
+    not depend on how many processes share the meta-batch.
     """
     base = dist.base_dist if isinstance(dist, distributions.Independent) else dist
     if isinstance(base, distributions.Normal):
-        noise = torch.randn(base.loc.shape, generator=generator, device=base.loc.device,
-                            dtype=base.loc.dtype)
-        return base.loc + base.scale * noise
-    if isinstance(base, distributions.Categorical):
-        flat = base.probs.reshape(-1, base.probs.shape[-1])
-        draws = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
-        return draws.reshape(base.probs.shape[:-1])
+        loc = base.loc
+        noise = _noise(loc.shape, block, lambda shape: torch.randn(
+            shape, generator=generator, device=loc.device, dtype=loc.dtype))
+        return loc + base.scale * noise
+    if isinstance(base, distributions.Categorical):  # inverse CDF of uniform noise
+        probs = base.probs
+        uniform = _noise(probs.shape[:-1], block, lambda shape: torch.rand(
+            shape, generator=generator, device=probs.device, dtype=probs.dtype))
+        below = (probs.cumsum(-1) <= uniform.unsqueeze(-1)).sum(-1)
+        return below.clamp(max=probs.shape[-1] - 1)
     raise TypeError(f"cannot sample from {type(dist).__name__}; expected a Gaussian or Categorical")
 
 
@@ -46,13 +61,16 @@ def env_actions(actions: Tensor, action_space) -> np.ndarray:
 
 @torch.no_grad()
 def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
-            seed: int | None = None, generator: torch.Generator | None = None) -> Episodes:
+            seed: int | None = None, generator: torch.Generator | None = None,
+            block: tuple[slice, int] | None = None) -> Episodes:
     """Run every sub-env of ``env`` for up to ``horizon`` steps.
 
     env: a task-major vector env (``num_tasks`` T, ``episodes_per_task`` E,
         ``num_envs`` = T*E; see ``envs.base``).
     params: stacked policy parameters, every tensor (T, ...).
     seed: passed to ``env.reset`` (sub-env i gets seed + i).
+    block: (this process's tasks, total tasks) of a sharded meta-batch
+        (``sample_action``); the caller offsets ``seed`` by the block's first env.
     Returns Episodes with (T, E, H, ...) tensors on the parameters' device;
     actions are the policy's samples (before clipping to the action space).
     """
@@ -66,7 +84,7 @@ def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
     for _ in range(horizon):
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
         obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
-        actions = sample_action(call(policy, params, obs_t), generator)
+        actions = sample_action(call(policy, params, obs_t), generator, block)
         obs_next, rewards, terminated, truncated, _ = env.step(
             env_actions(actions, env.single_action_space))
         all_obs.append(obs_t)
@@ -76,16 +94,11 @@ def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
         all_rewards.append(rewards.view(num_tasks, per_task))
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))
         obs = obs_next
-        if not alive.any():
-            break
-    steps = len(all_obs)
-    pad = horizon - steps  # every episode ended early: pad with masked steps
+        # No early exit when every episode has ended: the action noise drawn per
+        # step must not depend on this process's tasks (sharded meta-batches).
 
     def stack(items: list[Tensor]) -> Tensor:
-        out = torch.stack(items, dim=2).to(device)
-        if pad:
-            out = torch.cat([out, out.new_zeros(*out.shape[:2], pad, *out.shape[3:])], dim=2)
-        return out
+        return torch.stack(items, dim=2).to(device)
 
     return Episodes(obs=stack(all_obs), actions=stack(all_actions),
                     rewards=stack(all_rewards),

@@ -18,6 +18,8 @@ import torch
 from tqdm import tqdm
 
 from metarl.checkpoint import restore_rng, rng_state
+from metarl.distributed import SINGLE_PROCESS, Shard
+from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch, training_inner_steps
 from metarl.runs import Run, setup_torch
@@ -34,19 +36,24 @@ def build_policy(config, observation_space, action_space) -> torch.nn.Module:
                           config.init_std)
 
 
-def make_env(family, config, rng: np.random.Generator):
-    """The family's vector env over the first meta-batch of tasks."""
+def make_env(family, config, rng: np.random.Generator, shard: Shard = SINGLE_PROCESS):
+    """The family's vector env over this process's block of the first meta-batch."""
     tasks = family.sample_tasks(rng, config.meta_batch_size)
-    return family.make_vector_env(tasks, config.episodes_per_task)
+    return family.make_vector_env(tasks[shard.tasks(len(tasks))], config.episodes_per_task)
 
 
 def train(config, family, run_dir: str | Path, resume: bool = False,
-          progress: bool = True) -> dict[str, float]:
-    """Meta-train a policy on ``family`` (an ``envs.base.TaskFamily``) into ``run_dir``."""
-    run = Run(run_dir, config, resume)
+          progress: bool = True, shard: Shard = SINGLE_PROCESS) -> dict[str, float]:
+    """Meta-train a policy on ``family`` (an ``envs.base.TaskFamily``) into ``run_dir``.
+
+    shard: this process's place when launched by torchrun (``metarl.distributed``):
+    it samples and adapts its block of the tasks; only rank 0 writes ``run_dir``.
+    """
+    shard.tasks(config.meta_batch_size)  # at least one task per process
+    run = Run(run_dir, config, resume, writes=shard.is_main)
     device = setup_torch(config)
     rng = np.random.default_rng(config.seed)
-    env = make_env(family, config, np.random.default_rng([config.seed, 1]))
+    env = make_env(family, config, np.random.default_rng([config.seed, 1]), shard)
     policy = build_policy(config, env.single_observation_space, env.single_action_space)
     policy.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -58,26 +65,29 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
         best = run.start_state["best_return"]
 
     def checkpoint(iteration: int, path_best: bool = False) -> None:
+        shard.check_identical(params_of(policy))
         run.save({"iteration": iteration, "model": policy.state_dict(), "rng": rng_state(rng),
                   "action_rng": generator.get_state(), "best_return": best}, best=path_best)
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
     inner_steps = training_inner_steps(config)
-    bar = tqdm(range(run.start_iteration, config.iterations), disable=not progress,
+    bar = tqdm(range(run.start_iteration, config.iterations),
+               disable=not (progress and shard.is_main),
                initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
     for iteration in bar:
         tick = time.perf_counter()
-        env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
+        tasks = family.sample_tasks(rng, config.meta_batch_size)
+        env.set_tasks(tasks[shard.tasks(len(tasks))])
         seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
-        batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
+        batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
         post = stats[f"return/after_{inner_steps}_steps"]
         if post > best:  # the paper evaluates the best iterate: these are its parameters
             best = post
             checkpoint(iteration, path_best=True)
         outer_tick = time.perf_counter()
         if config.method != "random":  # the random baseline keeps its initialisation
-            stats.update(meta_update(policy, batch, config))
+            stats.update(meta_update(policy, batch, config, shard))
         stats["time/outer_step"] = time.perf_counter() - outer_tick
         stats["time/iteration"] = time.perf_counter() - tick
         stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
@@ -88,7 +98,8 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
             run.log(done, stats)
         metrics = stats
         out_of_time = (config.time_limit_minutes is not None
-                       and time.perf_counter() - started > 60 * config.time_limit_minutes)
+                       and shard.sum_floats(time.perf_counter() - started > 60
+                                            * config.time_limit_minutes)[0] > 0)
         if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
             checkpoint(done)
         if out_of_time:

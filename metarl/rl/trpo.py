@@ -72,6 +72,7 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
               max_backtracks: int = 15,
               fvp_fn: Callable[[Tensor], Tensor] | None = None,
               evaluate_fn: Callable[[Params], tuple[float, float]] | None = None,
+              all_reduce: Callable[[Tensor], Tensor] | None = None,
               ) -> tuple[Params, dict]:
     """One TRPO update of ``params``; never changes them in place.
 
@@ -93,6 +94,10 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
     double backward through ``kl_fn`` (e.g. a cheaper exact product).
     evaluate_fn: optional params -> (loss, kl) as floats for the line search,
     e.g. one evaluation without any graph; default calls ``loss_fn``, ``kl_fn``.
+    all_reduce: sums a tensor over processes when the closures return this
+    process's share of a sharded meta-batch (``metarl.distributed``): the
+    gradient, Fisher products and line-search values are summed, so every
+    process computes the same step. Default: one process.
     info also has the seconds spent: ``time/gradient``, ``time/cg``
     (the conjugate gradient and the step scaling) and ``time/line_search``.
     """
@@ -106,18 +111,19 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
     start = flatten(like).clone()
     if evaluate_fn is None:
         evaluate_fn = lambda p: _loss_and_kl(loss_fn, kl_fn, p)
+    reduce = all_reduce or (lambda t: t)
 
     # Differentiating w.r.t. one flat leaf gives flat gradients and Fisher products.
     tick = time.perf_counter()
     flat = start.clone().requires_grad_()
     loss_before = loss_fn(unflatten(flat, like))
     (grad,) = torch.autograd.grad(loss_before, flat)
+    grad, loss_before = reduce(grad), reduce(loss_before.detach())
     timing = {"time/gradient": time.perf_counter() - tick}
     tick = time.perf_counter()
     if fvp_fn is None:
-        fvp = fisher_vector_product(lambda: kl_fn(unflatten(flat, like)), [flat], damping)
-    else:
-        fvp = lambda v: fvp_fn(v) + damping * v
+        fvp_fn = fisher_vector_product(lambda: kl_fn(unflatten(flat, like)), [flat], 0.0)
+    fvp = lambda v: reduce(fvp_fn(v)) + damping * v
     direction = conjugate_gradient(fvp, -grad, iters=cg_iters)
     curvature = 0.5 * direction @ fvp(direction)  # 0.5 s^T F s for the unscaled direction
     timing["time/cg"] = time.perf_counter() - tick
@@ -137,7 +143,7 @@ def trpo_step(params: Mapping[str, Tensor], loss_fn: ParamsFn, kl_fn: ParamsFn, 
         fraction = backtrack_ratio**k
         candidate = unflatten(start + fraction * full_step, like)
         info["backtracks"] = k + 1
-        loss, kl = evaluate_fn(candidate)
+        loss, kl = reduce(torch.tensor(evaluate_fn(candidate), dtype=torch.float64)).tolist()
         improvement = info["loss_before"] - loss
         # NaN fails both comparisons.
         if math.isfinite(loss) and improvement > 0 and math.isfinite(kl) and kl <= max_kl:

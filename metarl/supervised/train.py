@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from metarl.checkpoint import restore_rng, rng_state
+from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
 from metarl.models import MLP
@@ -41,9 +42,22 @@ def to_device(batch, device):
     return tuple(tuple(t.to(device) for t in part) for part in batch)
 
 
-def train(config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Meta-train ``config`` into ``run_dir``; returns the final logged metrics."""
-    run = Run(run_dir, config, resume)
+def task_block(batch, block: slice):
+    """This process's tasks of a meta-batch ((x, y) pairs of (T, ...) tensors)."""
+    return tuple(tuple(t[block] for t in part) for part in batch)
+
+
+def train(config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          shard: Shard = SINGLE_PROCESS) -> dict:
+    """Meta-train ``config`` into ``run_dir``; returns the final logged metrics.
+
+    shard: this process's place under torchrun (``metarl.distributed``): every
+    process draws the whole meta-batch and keeps its block of tasks; gradients
+    are summed over processes, so all take the same optimiser step.
+    """
+    block = shard.tasks(config.meta_batch_size)
+    weight = shard.weight(config.meta_batch_size)
+    run = Run(run_dir, config, resume, writes=shard.is_main)
     device = setup_torch(config)
     model, rates = build_learner(config)
     model.to(device)
@@ -57,27 +71,34 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
         restore_rng(run.start_state["rng"], rng)
 
     def checkpoint(iteration: int) -> None:
+        shard.check_identical(dict(meta_modules.named_parameters()))
         run.save({"iteration": iteration, "model": meta_modules.state_dict(),
                   "optimizer": optimizer.state_dict(), "rng": rng_state(rng)})
 
     metrics: dict[str, float] = {}
-    bar = tqdm(range(run.start_iteration, config.iterations), disable=not progress,
+    bar = tqdm(range(run.start_iteration, config.iterations),
+               disable=not (progress and shard.is_main),
                initial=run.start_iteration, total=config.iterations, desc="meta-train")
     tick = time.perf_counter()
     for iteration in bar:
-        support, query = to_device(sinusoid.sample_batch(rng, config, config.meta_batch_size),
-                                   device)
+        batch = sinusoid.sample_batch(rng, config, config.meta_batch_size)
+        support, query = to_device(task_block(batch, block), device)
         params = params_of(model)
         optimizer.zero_grad(set_to_none=True)
         if config.method == "reptile":
             grads, loss = reptile_direction(model, mse_per_task, params, support, query,
                                             config.inner_lr, config.inner_steps)
             for name, p in params.items():
-                p.grad = grads[name]
+                p.grad = weight * grads[name]
         else:
             loss = meta_loss(config.method, model, mse_per_task, params, support, query,
                              config.inner_lr, config.inner_steps, rates)
-            loss.backward()
+            (weight * loss).backward()
+        if shard.world_size > 1:  # the mean over all tasks: sum the weighted shares
+            for p in meta_modules.parameters():
+                if p.grad is not None:
+                    p.grad = shard.all_reduce(p.grad)
+            loss = shard.all_reduce(weight * loss.detach())
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
         optimizer.step()
@@ -86,6 +107,7 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
         if done % config.log_every == 0 or done == config.iterations:
             with torch.no_grad():
                 before = mse_per_task(model, params_of(model), query).mean().item()
+            before = shard.sum_floats(weight * before)[0]
             seconds = (time.perf_counter() - tick) / config.log_every
             metrics = {"loss/query_after_adaptation": loss.item(),
                        "loss/query_before_adaptation": before,
