@@ -32,10 +32,14 @@ _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
 def default_num_threads(num_envs: int, num_threads: int | None) -> int:
-    """``num_threads`` or ``os.cpu_count()``, at most one thread per env."""
+    """``num_threads``, or the cores per process on this node, at most one thread per env.
+
+    Under torchrun, LOCAL_WORLD_SIZE processes share the node's cores.
+    """
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
-    return max(1, min(num_envs, num_threads or os.cpu_count() or 1))
+    cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(num_envs, num_threads or cores))
 
 
 class RolloutPhysics:
