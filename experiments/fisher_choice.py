@@ -28,6 +28,9 @@ VARIANTS = {  # name -> config overrides
     "exact, 10% of episodes": ["fisher=exact", "fisher_fraction=0.1"],
     "adapted, all episodes": ["fisher=adapted", "fisher_fraction=1.0"],
     "adapted, 10% of episodes": ["fisher=adapted", "fisher_fraction=0.1"],
+    "exact, 50% of episodes": ["fisher=exact", "fisher_fraction=0.5"],
+    "exact, all episodes, 5 CG iterations": ["fisher=exact", "fisher_fraction=1.0",
+                                             "cg_iters=5"],
 }
 
 

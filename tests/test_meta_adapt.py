@@ -143,3 +143,15 @@ def test_reptile_moves_toward_adapted_params():
         p.grad = grads[k]
     opt.step()
     assert distance() < 0.51 * before
+
+
+def test_masked_relu_matches_torch_relu_with_derivatives():
+    from metarl.models import ReLU
+
+    x = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(50, dtype=torch.float64)
+    ours, ref = ReLU()(x), torch.relu(x)
+    torch.testing.assert_close(ours, ref)
+    (g_ours,) = torch.autograd.grad((ours * v).sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad((ref * v).sum(), x, create_graph=True)
+    torch.testing.assert_close(g_ours, g_ref)

@@ -36,7 +36,7 @@ class RLConfig:
     gae_lambda: float = spec(1.0, low=0, high=1)
     max_kl: float = spec(0.01, low=0, low_open=True)
     fisher: Literal["exact", "adapted"] = spec(
-        "adapted", doc="Fisher-vector products: exact (through the adaptation, J^T F J) or "
+        "exact", doc="Fisher-vector products: exact (through the adaptation, J^T F J) or "
         "adapted (Fisher of the adapted policies only; the line search keeps the exact KL)")
     fisher_fraction: float = spec(
         1.0, low=0, low_open=True, high=1,
