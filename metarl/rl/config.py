@@ -35,9 +35,10 @@ class RLConfig:
     gamma: float = spec(0.99, low=0, high=1)
     gae_lambda: float = spec(1.0, low=0, high=1)
     max_kl: float = spec(0.01, low=0, low_open=True)
-    fisher: Literal["exact", "adapted"] = spec(
-        "exact", doc="Fisher-vector products: exact (through the adaptation, J^T F J) or "
-        "adapted (Fisher of the adapted policies only; the line search keeps the exact KL)")
+    fisher: Literal["exact", "adapted", "autograd"] = spec(
+        "exact", doc="Fisher-vector products: exact (through the adaptation, J^T F J, second "
+        "order); adapted (Fisher of the adapted policies only; the line search keeps the exact "
+        "KL); autograd (exact by third-order autograd, the slow reference)")
     fisher_fraction: float = spec(
         1.0, low=0, low_open=True, high=1,
         doc="share of each task's validation episodes used in Fisher-vector products")

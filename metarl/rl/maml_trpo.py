@@ -150,7 +150,13 @@ def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
 
 
 def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, config):
-    """The config's Fisher-vector product (``rl.fisher``) on its share of validation episodes."""
+    """The config's Fisher-vector product (``rl.fisher``) on its share of validation episodes.
+
+    None for ``fisher: autograd``: ``trpo_step`` then differentiates the KL's
+    gradient through the adaptation (third order, the slow reference).
+    """
+    if config.fisher == "autograd":
+        return None
     fraction = config.fisher_fraction
     valid = subsample_episodes(batch.valid, fraction)
     with torch.no_grad():
@@ -198,7 +204,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
 
     tick = time.perf_counter()
     local_fisher = fisher_product(policy, meta_params, batch, config)
-    fisher = lambda v: weight * local_fisher(v)
+    fisher = None if local_fisher is None else (lambda v: weight * local_fisher(v))
     setup = time.perf_counter() - tick
     new_params, info = trpo_step(meta_params, surrogate_through_adaptation,
                                  kl_through_adaptation, config.max_kl, fvp_fn=fisher,
