@@ -18,14 +18,18 @@ from tqdm import tqdm
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
-from metarl.models import MLP
+from metarl.models import MLP, Conv4
 from metarl.runs import Run, setup_torch
 from metarl.supervised import sinusoid
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
 
 def build_model(config) -> torch.nn.Module:
-    """The learner of a supervised config (sinusoid: MLP 1 -> hidden -> 1)."""
+    """The learner of a supervised config: sinusoid MLP 1 -> hidden -> 1; few-shot Conv4."""
+    if config.kind == "fewshot":
+        arch = config.architecture()
+        channels = 1 if config.dataset == "omniglot" else 3
+        return Conv4(channels, config.ways, arch["filters"], arch["pool"], arch["image_size"])
     return MLP(1, 1, tuple(config.hidden_sizes), config.activation)
 
 
