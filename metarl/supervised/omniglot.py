@@ -65,18 +65,21 @@ def decode(data: bytes, image_size: int, where: str) -> np.ndarray:
 
 def read_omniglot(sources: list[str | Path], image_size: int = 28) -> Characters:
     """Read every character of the given archives or folders, each character once."""
-    entries: dict[str, list] = {}
+    entries: dict[str, tuple[Path, list]] = {}
     for source in sources:
         for key, files in _png_entries(Path(source)).items():
-            entries.setdefault(key, files)  # first source wins: duplicates are identical
+            # First source wins: a character in two archives has identical files.
+            entries.setdefault(key, (Path(source), files))
     names = sorted(entries)
     images = np.zeros((len(names), DRAWINGS, image_size, image_size), dtype=np.uint8)
     for c, name in enumerate(names):
-        files = sorted(entries[name])
+        source, files = entries[name]
+        files = sorted(files)
         if len(files) != DRAWINGS:
-            raise DataError(f"character {name} has {len(files)} images, expected {DRAWINGS}")
+            raise DataError(f"character {name} in {source} has {len(files)} images, "
+                            f"expected {DRAWINGS}")
         for d, (file_name, read) in enumerate(files):
-            images[c, d] = decode(read(), image_size, f"{name}/{file_name}")
+            images[c, d] = decode(read(), image_size, f"{name}/{file_name} in {source}")
     return Characters(torch.from_numpy(images), names)
 
 
