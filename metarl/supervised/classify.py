@@ -9,10 +9,12 @@ stacked parameters itself, so the task loss evaluates the T tasks either
 - ``loop``: a Python loop over tasks, T small forward passes.
 
 Both give the same gradients as adapting each task separately (tested on
-Conv4 with its batch norm). Measured for Omniglot 5-way 1-shot, meta-batch 32,
-second order, 1 thread: vmap 0.56-0.58 s per meta-iteration, loop 0.88-0.97 s;
-vmap is the default. With few large tasks (MiniImageNet, 4 tasks of 80
-images) the loop was about 10 % faster (8.6 s against 9.8 s).
+Conv4 with its batch norm). Measured (``experiments/bench/supervised.py``, 1
+thread): Omniglot 5-way 1-shot, meta-batch 32, second order: vmap 0.58 s per
+meta-iteration, loop 0.94 s, a plain per-task autograd loop 0.89 s, so vmap is
+the default. With few large tasks (MiniImageNet 5-way 1-shot, 4 tasks of 80
+images, one inner step) the loop wins: 7.2 s against 9.0 s for vmap, which the
+MiniImageNet configs select.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.functional import Params, call, select_task, vmap_call
+from metarl.functional import Params, call, vmap_call
 
 ADAPT_MODES = ("vmap", "loop")
 
@@ -35,7 +37,11 @@ def task_logits(model: nn.Module, params: Params, x: Tensor, mode: str = "vmap")
     if mode == "vmap":
         return vmap_call(model, params, x)
     if mode == "loop":
-        return torch.stack([call(model, select_task(params, t), x[t]) for t in range(x.shape[0])])
+        # unbind, not params[k][t]: indexing's backward writes a full (T, ...) zero tensor per
+        # task (T^2 memory and time); unbind's backward is one stack.
+        per_task = {k: v.unbind(0) for k, v in params.items()}
+        return torch.stack([call(model, {k: v[t] for k, v in per_task.items()}, x[t])
+                            for t in range(x.shape[0])])
     raise ValueError(f"adapt mode must be one of {ADAPT_MODES}, got {mode!r}")
 
 
