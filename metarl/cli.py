@@ -1,4 +1,4 @@
-"""Command line: ``metarl train | evaluate | plot | bench``."""
+"""Command line: ``metarl train | evaluate | plot | bench | data``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError, load_config
 from metarl.distributed import DistributedError, close_shard, init_shard
 from metarl.runs import resolve_device
+from metarl.supervised.images import DataError
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DistributedError)
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DataError, DistributedError)
 
 
 def make_family(config):
@@ -50,6 +51,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             family = make_family(config)
             metrics = train_rl(config, family, run_dir, resume=args.resume,
                                progress=not args.quiet, shard=shard)
+        elif config.kind == "fewshot":
+            from metarl.supervised.fewshot_train import train as train_fewshot
+
+            metrics = train_fewshot(config, run_dir, resume=args.resume,
+                                    progress=not args.quiet, shard=shard)
         else:
             from metarl.supervised.train import train
 
@@ -63,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from metarl.evaluate import evaluate_rl, evaluate_sinusoid, write_result
+    from metarl.evaluate import evaluate_fewshot, evaluate_rl, evaluate_sinusoid, write_result
     from metarl.runs import load_run_config
 
     config = load_run_config(args.run_dir)
@@ -72,6 +78,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              num_tasks=args.tasks or 40, episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt")
         curves = {result["method"]: result["curve"]}
+    elif config.kind == "fewshot":
+        result = evaluate_fewshot(args.run_dir, steps=args.steps, num_tasks=args.tasks or 600,
+                                  seed=args.seed, checkpoint=args.checkpoint or "checkpoint.pt")
+        curves = {result["dataset"]: result["curve"]}
     else:
         shots = tuple(int(s) for s in args.shots.split(","))
         result = evaluate_sinusoid(args.run_dir, steps=args.steps or 10,
@@ -109,6 +119,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from metarl.supervised.download import download_omniglot
+
+    download_omniglot(args.to, args.archives, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,13 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="adaptation curves of a trained run")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--steps", type=int, help="inner steps 0..K (sinusoid 10, RL 3)")
-    evaluate.add_argument("--tasks", type=int, help="held-out tasks (sinusoid 600, RL 40)")
+    evaluate.add_argument("--steps", type=int, help="inner steps 0..K (sinusoid 10, RL 3, "
+                          "few-shot the config's eval_inner_steps)")
+    evaluate.add_argument("--tasks", type=int, help="held-out tasks (sinusoid and few-shot 600, "
+                          "RL 40)")
     evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
     evaluate.add_argument("--episodes", type=int, help="RL episodes per task and step "
                           "(default: the run's episodes_per_task)")
     evaluate.add_argument("--seed", type=int, default=12345)
-    evaluate.add_argument("--checkpoint", help="checkpoint.pt (sinusoid default) or best.pt "
+    evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "
                           "(RL default: the best iterate, as the paper evaluates)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -147,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="e.g. meta-iteration, sampler, supervised")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="download a data set (Omniglot's official archives)")
+    data.add_argument("dataset", choices=["omniglot"])
+    data.add_argument("--to", required=True, help="folder to put the archives in")
+    data.add_argument("--archives", nargs="+", metavar="NAME",
+                      help="images_background images_evaluation images_background_small1 "
+                      "images_background_small2 (default: all four)")
+    data.add_argument("--quiet", action="store_true", help="no progress bar")
+    data.set_defaults(func=cmd_data)
     return parser
 
 

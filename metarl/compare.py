@@ -11,7 +11,8 @@ from metarl.plot import metric_label, plot_curves, plot_training
 from metarl.rl.maml_trpo import training_inner_steps
 from metarl.runs import load_run_config
 
-TRAINING_TAGS = {"rl": "return/after_{steps}_steps", "sinusoid": "loss/query_after_adaptation"}
+TRAINING_TAGS = {"rl": "return/after_{steps}_steps", "sinusoid": "loss/query_after_adaptation",
+                 "fewshot": "accuracy/query_after_adaptation"}
 
 
 def load_evaluation(run_dir: str | Path, name: str = "evaluation.json") -> dict:

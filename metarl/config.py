@@ -138,9 +138,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def config_classes() -> dict[str, type]:
     """``kind`` -> dataclass. Imported lazily so config stays free of algorithm code."""
     from metarl.rl.config import RLConfig
-    from metarl.supervised.config import SinusoidConfig
+    from metarl.supervised.config import FewshotConfig, SinusoidConfig
 
-    return {"sinusoid": SinusoidConfig, "rl": RLConfig}
+    return {"sinusoid": SinusoidConfig, "rl": RLConfig, "fewshot": FewshotConfig}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -70,6 +70,15 @@ class Shard:
                                    f"probably stopped ({str(err).splitlines()[0]})") from None
         return out
 
+    def sum_gradients(self, parameters) -> None:
+        """Replace every ``.grad`` by its sum over processes (one collective for all)."""
+        if self.world_size == 1:
+            return
+        with_grad = [p for p in parameters if p.grad is not None]
+        flat = self.all_reduce(torch.cat([p.grad.flatten() for p in with_grad]))
+        for p, g in zip(with_grad, flat.split([p.numel() for p in with_grad])):
+            p.grad = g.view_as(p)
+
     def sum_floats(self, *values: float) -> list[float]:
         """Sum plain numbers over processes, in float64."""
         return self.all_reduce(torch.tensor(values, dtype=torch.float64)).tolist()

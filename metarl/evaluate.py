@@ -1,4 +1,4 @@
-"""Adaptation curves: loss after 0..K inner steps on held-out tasks.
+"""Adaptation curves: loss, accuracy or return after 0..K inner steps on held-out tasks.
 
 Sinusoid protocol (MAML paper, section 5.1): held-out tasks sampled with their
 own seed; for each support size K, gradient steps on the same K points with
@@ -85,6 +85,39 @@ def evaluate_sinusoid(run_dir: str | Path, steps: int = 10, num_tasks: int = 600
     return result
 
 
+def evaluate_fewshot(run_dir: str | Path, steps: int | None = None, num_tasks: int = 600,
+                     seed: int = 12345, checkpoint: str = "checkpoint.pt") -> dict:
+    """Query accuracy after 0..steps inner steps on held-out N-way K-shot tasks.
+
+    steps: default the config's ``eval_inner_steps`` (the paper's test steps).
+    The held-out classes: Omniglot's test characters, MiniImageNet's ``eval_split``.
+    """
+    from metarl.runs import resolve_device
+    from metarl.supervised.datasets import load_classes
+    from metarl.supervised.fewshot_eval import heldout_curves
+
+    config, state = load_run(run_dir, checkpoint)
+    steps = config.eval_inner_steps if steps is None else steps
+    images = load_classes(config, "eval").images
+    model, rates = load_learner(run_dir, config, state)
+    device = resolve_device(config.device)
+    model.to(device)
+    if rates is not None:
+        rates.to(device)
+    accuracy, loss = heldout_curves(model, rates, config, images, num_tasks, steps, seed,
+                                    device=device)
+    stats = [mean_ci95(accuracy[:, s]) for s in range(steps + 1)]
+    return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
+            "dataset": f"{config.dataset} {config.ways}-way {config.shots}-shot",
+            "checkpoint": checkpoint, "iteration": int(state["iteration"]), "tasks": num_tasks,
+            "query_shots": config.query_shots, "inner_lr": config.inner_lr, "seed": seed,
+            "metric": "accuracy",
+            "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
+                      "ci95": [c for _, c in stats]},
+            "loss": [float(v) for v in loss.mean(axis=0)],
+            "per_task": accuracy.tolist()}
+
+
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
                 checkpoint: str = "best.pt") -> dict:
@@ -111,7 +144,7 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
 
 
 def write_csv(result: dict, path: Path) -> None:
-    """One row per (task, step) with that task's mean return (RL results)."""
+    """One row per (task, step) with that task's metric (RL return, few-shot accuracy)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["task", "step", result["metric"]])
@@ -136,7 +169,8 @@ def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
         curves = {f"K={k}": v for k, v in result["shots"].items()}
         name = result["kind"]
     else:
-        curves, name = {result["method"]: result["curve"]}, result["env"]
+        name = result["env"] if "env" in result else result["dataset"]
+        curves = {result["method"]: result["curve"]}
     plot_curves(curves, png, ylabel=metric_label(result["metric"]),
                 title=f"{name} ({result['method']}), {result['tasks']} held-out tasks")
     return out, png

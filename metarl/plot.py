@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def metric_label(metric: str) -> str:
-    """Axis label of an evaluation metric ("mse" or "return")."""
-    return "MSE" if metric == "mse" else "mean episode return"
+    """Axis label of an evaluation metric ("mse", "return" or "accuracy")."""
+    return {"mse": "MSE", "accuracy": "query accuracy"}.get(metric, "mean episode return")
 
 
 def save(fig, ax, out: str | Path, xlabel: str, ylabel: str, title: str) -> Path:

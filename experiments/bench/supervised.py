@@ -1,16 +1,27 @@
-"""Seconds per sinusoid meta-iteration: metarl's batched path vs a per-task loop.
+"""Seconds per supervised meta-iteration: metarl's paths against a plain per-task loop.
 
-Measured in one run on the same data: (a) metarl's path (stacked per-task
-parameters, one batched matmul per layer), (b) ``torch.func.vmap(grad)`` over
-tasks, (c) a plain Python loop over tasks with ``torch.autograd.grad``. All
+Sinusoid, measured in one run on the same data: (a) metarl's path (stacked
+per-task parameters, one batched matmul per layer), (b) ``torch.func.vmap(grad)``
+over tasks, (c) a plain Python loop over tasks with ``torch.autograd.grad``. All
 compute the same second-order MAML meta-gradient (checked here too).
 
-    python experiments/bench/supervised.py [--iterations 200] [--meta-batch 25]
+Omniglot 5-way 1-shot, Conv4 (64 strided filters), meta-batch 32, second order:
+metarl's default path (``adapt: vmap``), its ``adapt: loop`` and a plain
+per-task autograd loop, on the same meta-batches (the real data of
+``omniglot-small-5w1s.yaml`` when present, else random images: the time does
+not depend on the pixels); then peak memory with and without gradient
+checkpointing for 5 and 10 inner steps. Each measurement runs in its own
+process, one after the other, so that its peak memory is its own: peak RSS
+(``resource.getrusage(...).ru_maxrss``) above the RSS after setup (VmRSS).
+
+    python experiments/bench/supervised.py [--task sinusoid|omniglot|all] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import time
 
 import numpy as np
@@ -21,6 +32,10 @@ from metarl.config import load_config
 from metarl.functional import call, params_of
 from metarl.meta import adapt, adapt_vmap
 from metarl.supervised import sinusoid
+from metarl.supervised.classify import cross_entropy_loss
+from metarl.supervised.datasets import load_classes
+from metarl.supervised.fewshot import sample_fewshot
+from metarl.supervised.images import DataError
 from metarl.supervised.meta_step import meta_loss, mse_per_task
 from metarl.supervised.train import build_model
 
@@ -61,13 +76,7 @@ def seconds_per_iteration(step, model, params, batches, config) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--meta-batch", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def sinusoid_bench(args) -> None:
     config = load_config("experiments/configs/sinusoid.yaml",
                          [f"meta_batch_size={args.meta_batch}"])
     model = build_model(config)
@@ -90,6 +99,127 @@ def main() -> None:
     loop = times["per-task loop"]
     print(f"  speed-up over the loop: batched {loop / times['metarl batched']:.1f}x, "
           f"vmap {loop / times['vmap(grad)']:.1f}x")
+
+
+def conv_meta_step(path: str, model, params, support, query, config, checkpointing=False):
+    """One second-order MAML meta-gradient on Conv4 by one of the measured paths."""
+    if path == "per-task loop":
+        loss_fn = lambda p, b: F.cross_entropy(call(model, p, b[0]), b[1])
+        total = 0.0
+        for t in range(support[0].shape[0]):
+            adapted = adapt(loss_fn, params, (support[0][t], support[1][t]), config.inner_lr,
+                            config.inner_steps)
+            total = total + loss_fn(adapted, (query[0][t], query[1][t]))
+        loss = total / support[0].shape[0]
+    else:
+        loss = meta_loss("maml", model, cross_entropy_loss(path.split()[-1]), params, support,
+                         query, config.inner_lr, config.inner_steps,
+                         grad_checkpointing=checkpointing)
+    return torch.autograd.grad(loss, list(params.values()))
+
+
+def current_rss_kb() -> int:
+    """Resident memory now (Linux /proc); the peak so far where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def measure_conv(path, config, batches, threads, checkpointing, queue) -> None:
+    """Child process: seconds per meta-iteration and peak RSS growth (MB) of one path."""
+    torch.set_num_threads(threads)
+    model = build_model(config)
+    params = params_of(model)
+    baseline = current_rss_kb()
+    conv_meta_step(path, model, params, *batches[0], config, checkpointing)  # warm-up
+    start = time.perf_counter()
+    for support, query in batches[1:]:
+        conv_meta_step(path, model, params, support, query, config, checkpointing)
+    seconds = (time.perf_counter() - start) / max(len(batches) - 1, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((seconds, (peak - baseline) / 1024, peak / 1024))
+
+
+def in_child(path, config, batches, threads, checkpointing=False):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=measure_conv,
+                            args=(path, config, batches, threads, checkpointing, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def omniglot_batches(config, count: int, seed: int = 0):
+    """``count`` meta-batches of the config's tasks: real Omniglot if present, else random."""
+    rng = np.random.default_rng(seed)
+    try:
+        images, source = load_classes(config, "train").images, "Omniglot (small1)"
+    except DataError:
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (64, 20, 28, 28), dtype=torch.uint8, generator=generator)
+        source = "random images (Omniglot data not found)"
+    batches = [sample_fewshot(rng, images, config.meta_batch_size, config.ways, config.shots,
+                              config.query_shots) for _ in range(count)]
+    return batches, source
+
+
+def omniglot_bench(args) -> None:
+    config = load_config("experiments/configs/omniglot-small-5w1s.yaml")
+    batches, source = omniglot_batches(config, args.conv_iterations + 1)
+    print(f"Omniglot {config.ways}-way {config.shots}-shot, Conv4 64 strided filters, "
+          f"meta-batch {config.meta_batch_size}, {config.inner_steps} second-order inner step, "
+          f"{args.conv_iterations} iterations, {args.threads} threads, data: {source}")
+    model = build_model(config).double()
+    params = params_of(model)
+    small = [tuple(t[:4].double() if t.is_floating_point() else t[:4] for t in part)
+             for part in batches[0]]
+    reference = conv_meta_step("per-task loop", model, params, *small, config)
+    for path in ("metarl vmap", "metarl loop"):  # same meta-gradient, float64
+        for a, b in zip(conv_meta_step(path, model, params, *small, config), reference):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    times = {}
+    for path in ("metarl vmap", "metarl loop", "per-task loop"):
+        times[path] = in_child(path, config, batches, args.threads)
+        seconds, grown, peak = times[path]
+        print(f"  {path:15s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
+              f"({peak:.0f} MB in all)", flush=True)
+    loop = times["per-task loop"][0]
+    print(f"  speed-up over the per-task loop: vmap {loop / times['metarl vmap'][0]:.2f}x, "
+          f"metarl loop {loop / times['metarl loop'][0]:.2f}x")
+    print("Gradient checkpointing of the inner steps (metarl vmap, "
+          f"{args.memory_iterations} iterations each):")
+    for steps in (5, 10):
+        deep = load_config("experiments/configs/omniglot-small-5w1s.yaml",
+                           [f"inner_steps={steps}"])
+        for checkpointing in (False, True):
+            seconds, grown, peak = in_child("metarl vmap", deep,
+                                            batches[:args.memory_iterations + 1], args.threads,
+                                            checkpointing)
+            print(f"  {steps:2d} steps, checkpointing {'on ' if checkpointing else 'off'}  "
+                  f"{seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
+                  f"({peak:.0f} MB in all)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["sinusoid", "omniglot", "all"], default="all")
+    parser.add_argument("--iterations", type=int, default=200, help="sinusoid iterations")
+    parser.add_argument("--meta-batch", type=int, default=25, help="sinusoid meta-batch")
+    parser.add_argument("--conv-iterations", type=int, default=10,
+                        help="Omniglot iterations per path")
+    parser.add_argument("--memory-iterations", type=int, default=2,
+                        help="Omniglot iterations per checkpointing measurement")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.task in ("sinusoid", "all"):
+        sinusoid_bench(args)
+    if args.task in ("omniglot", "all"):
+        omniglot_bench(args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from metarl.functional import Params, sgd_step, stack_params
+from metarl.meta.recompute import recomputed_step
 
 LossFn = Callable[[Params, Any], Tensor]
 
@@ -32,24 +33,34 @@ def adapt(
     steps: int = 1,
     first_order: bool = False,
     inner_names: Collection[str] | None = None,
+    grad_checkpointing: bool = False,
 ) -> Params:
     """Take ``steps`` gradient steps on ``loss_fn(params, batch)``.
 
     lr: a float, or per-parameter rates (Meta-SGD).
     inner_names: adapt only these parameters (ANIL: the head); the rest pass through.
+    grad_checkpointing: second order only; recompute each step in the backward pass
+    (``metarl.meta.recompute``): the same gradient in the memory of one step.
     Returns the adapted parameters (all keys of ``params``).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     params = dict(params)
     names = list(params) if inner_names is None else [k for k in params if k in inner_names]
-    for _ in range(steps):
-        loss = loss_fn(params, batch)
-        inputs = [params[k] for k in names]
-        grads = torch.autograd.grad(loss, inputs, create_graph=not first_order, allow_unused=True)
-        if first_order:
+
+    def step(current: Params, rate, create_graph: bool) -> Params:
+        loss = loss_fn(current, batch)
+        inputs = [current[k] for k in names]
+        grads = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+        if not create_graph:
             grads = [None if g is None else g.detach() for g in grads]
-        params = sgd_step(params, dict(zip(names, grads)), lr)
+        return sgd_step(current, dict(zip(names, grads)), rate)
+
+    # First-order steps keep no inner graph anyway: nothing to recompute.
+    recompute = grad_checkpointing and not first_order and torch.is_grad_enabled()
+    for _ in range(steps):
+        params = recomputed_step(step, params, lr) if recompute else step(params, lr,
+                                                                        not first_order)
     return params
 
 

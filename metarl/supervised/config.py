@@ -42,3 +42,73 @@ class SinusoidConfig:
             if len(value) != 2 or value[0] > value[1]:
                 raise ConfigError(f"config key '{key}': expected [low, high] with low <= high, "
                                   f"got {value!r}")
+
+
+Dataset = Literal["omniglot", "miniimagenet"]
+# The MAML paper's network and image size per data set (section 5.2 and its code).
+DATASET_DEFAULTS = {"omniglot": {"image_size": 28, "filters": 64, "pool": False},
+                    "miniimagenet": {"image_size": 84, "filters": 32, "pool": True}}
+
+
+@dataclass
+class FewshotConfig:
+    """N-way K-shot image classification (MAML paper, section 5.2).
+
+    Defaults are the paper's Omniglot 5-way 1-shot settings. ``image_size``,
+    ``filters`` and ``pool`` left at null take the paper's value for the data
+    set (Omniglot 28 px, 64 strided filters; MiniImageNet 84 px, 32 filters
+    with max-pooling): see ``architecture()``.
+    """
+
+    kind: Literal["fewshot"] = "fewshot"
+    method: Method = "maml"
+    dataset: Dataset = "omniglot"
+    data_dir: str = spec("../shared/data/omniglot",
+                         doc="folder of the data; relative paths are tried from the current "
+                         "folder, then from the repository root")
+    archives: list[str] = spec(["images_background", "images_evaluation"],
+                               doc="Omniglot: archives (name.zip or extracted folder) to read")
+    test_alphabets: list[str] = spec([], doc="Omniglot: hold out these alphabets; empty: split "
+                                     "by train_characters")
+    train_characters: int = spec(1200, low=1, doc="Omniglot: random characters for training "
+                                 "when test_alphabets is empty (the paper: 1200)")
+    rotations: bool | None = spec(None, doc="Omniglot: 4 classes per character rotated by "
+                                  "multiples of 90 degrees (null: yes for Omniglot)")
+    eval_split: Literal["test", "val"] = spec("test", doc="MiniImageNet: csv split for evaluate")
+    image_size: int | None = spec(None, low=4)
+    filters: int | None = spec(None, low=1)
+    pool: bool | None = None
+    seed: int = spec(0, low=0)
+    device: Device = "auto"
+    threads: int = spec(1, low=1, doc="torch intra-op threads")
+    iterations: int = spec(60000, low=1)
+    meta_batch_size: int = spec(32, low=1)
+    ways: int = spec(5, low=2, doc="classes per task (N)")
+    shots: int = spec(1, low=1, doc="support images per class (K)")
+    query_shots: int = spec(1, low=1, doc="query images per class for the outer loss")
+    inner_lr: float = spec(0.4, low=0, low_open=True)
+    inner_steps: int = spec(1, low=1, doc="inner steps in meta-training")
+    eval_inner_steps: int = spec(3, low=0, doc="inner steps at evaluation (default of evaluate)")
+    outer_lr: float = spec(0.001, low=0, low_open=True)
+    grad_clip: float | None = spec(None, low=0, low_open=True)
+    grad_checkpointing: bool = spec(False, doc="recompute each second-order inner step in the "
+                                    "backward pass: memory of one step, about 1.4x the time")
+    adapt: Literal["vmap", "loop"] = spec("vmap", doc="tasks of a meta-batch: torch.func.vmap "
+                                          "(measured faster) or a Python loop")
+    checkpoint_every: int = spec(1000, low=1)
+    log_every: int = spec(100, low=1)
+
+    def validate(self) -> None:
+        if self.dataset == "miniimagenet" and self.rotations:
+            raise ConfigError("config key 'rotations': the rotation augmentation is for Omniglot; "
+                              "use null or false with dataset: miniimagenet")
+        if not self.archives and self.dataset == "omniglot":
+            raise ConfigError("config key 'archives': name at least one Omniglot archive")
+
+    def architecture(self) -> dict:
+        """image_size, filters, pool, rotations with the data set's defaults filled in."""
+        out = {k: v if getattr(self, k) is None else getattr(self, k)
+               for k, v in DATASET_DEFAULTS[self.dataset].items()}
+        out["rotations"] = (self.dataset == "omniglot") if self.rotations is None \
+            else self.rotations
+        return out

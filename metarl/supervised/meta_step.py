@@ -26,11 +26,11 @@ def mse_per_task(model: nn.Module, params: Params, batch: tuple[Tensor, Tensor])
 
 def adapt_tasks(model: nn.Module, task_loss: TaskLoss, params: Mapping[str, Tensor],
                 support: tuple[Tensor, Tensor], lr, steps: int, first_order: bool,
-                inner_names=None) -> Params:
+                inner_names=None, grad_checkpointing: bool = False) -> Params:
     """Adapt one copy of ``params`` per task on its support set; returns stacked (T, ...)."""
     num_tasks = support[0].shape[0]
     return adapt(lambda p, b: task_loss(model, p, b).sum(), expand_params(params, num_tasks),
-                 support, lr, steps, first_order, inner_names)
+                 support, lr, steps, first_order, inner_names, grad_checkpointing)
 
 
 def inner_settings(method: str, model: nn.Module, inner_lr: float, rates=None):
@@ -42,16 +42,24 @@ def inner_settings(method: str, model: nn.Module, inner_lr: float, rates=None):
 
 
 def meta_loss(method: str, model: nn.Module, task_loss: TaskLoss, params: Params,
-              support, query, inner_lr: float, inner_steps: int, rates=None) -> Tensor:
+              support, query, inner_lr: float, inner_steps: int, rates=None,
+              grad_checkpointing: bool = False) -> Tensor:
     """Mean over tasks of the query loss after adapting on the support set.
 
     Differentiable with respect to ``params`` (and Meta-SGD ``rates``) for
     maml / fomaml / metasgd / anil.
     """
+    return task_loss(model, adapted_params(method, model, task_loss, params, support, inner_lr,
+                                           inner_steps, rates, grad_checkpointing), query).mean()
+
+
+def adapted_params(method: str, model: nn.Module, task_loss: TaskLoss, params: Params, support,
+                   inner_lr: float, inner_steps: int, rates=None,
+                   grad_checkpointing: bool = False) -> Params:
+    """The per-task parameters (stacked) after a method's inner loop on the support set."""
     lr, first_order, inner_names = inner_settings(method, model, inner_lr, rates)
-    adapted = adapt_tasks(model, task_loss, params, support, lr, inner_steps, first_order,
-                          inner_names)
-    return task_loss(model, adapted, query).mean()
+    return adapt_tasks(model, task_loss, params, support, lr, inner_steps, first_order,
+                       inner_names, grad_checkpointing)
 
 
 def reptile_direction(model: nn.Module, task_loss: TaskLoss, params: Params, support, query,

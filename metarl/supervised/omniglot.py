@@ -14,32 +14,25 @@ tensor (characters, drawings, H, W), so that sampling tasks costs no I/O.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from torch import Tensor
+
+from metarl.supervised.images import DataError, ImageClasses
+from metarl.supervised.images import decode as decode_image
 
 DRAWINGS = 20  # every Omniglot character has 20 drawings
 
 
-@dataclass(frozen=True)
-class Characters:
+class Characters(ImageClasses):
     """images: uint8 (C, DRAWINGS, H, W), strokes bright; names[i] = "Alphabet/characterNN"."""
-
-    images: Tensor
-    names: list[str]
 
     @property
     def alphabets(self) -> list[str]:
         return sorted({n.split("/")[0] for n in self.names})
-
-    def subset(self, keep: list[int]) -> Characters:
-        return Characters(self.images[keep], [self.names[i] for i in keep])
 
 
 def _png_entries(source: Path) -> dict[str, list[tuple[str, Callable[[], bytes]]]]:
@@ -60,37 +53,33 @@ def _png_entries(source: Path) -> dict[str, list[tuple[str, Callable[[], bytes]]
         raise FileNotFoundError(f"Omniglot data not found: {source} (expected an official "
                                 "archive such as images_background.zip or its extracted folder)")
     if not found:
-        raise ValueError(f"{source}: no PNG images in the Omniglot layout "
+        raise DataError(f"{source}: no PNG images in the Omniglot layout "
                          "<split>/<Alphabet>/<character>/<image>.png")
     return found
 
 
 def decode(data: bytes, image_size: int, where: str) -> np.ndarray:
     """PNG bytes -> (image_size, image_size) uint8, strokes bright."""
-    from PIL import Image
-
-    try:
-        image = Image.open(io.BytesIO(data)).convert("L")
-    except Exception as err:  # PIL raises several types for a damaged file
-        raise ValueError(f"unreadable image {where} ({type(err).__name__})") from None
-    image = image.resize((image_size, image_size), resample=Image.LANCZOS)
-    return 255 - np.asarray(image, dtype=np.uint8)
+    return 255 - decode_image(data, image_size, where, "L")
 
 
 def read_omniglot(sources: list[str | Path], image_size: int = 28) -> Characters:
     """Read every character of the given archives or folders, each character once."""
-    entries: dict[str, list] = {}
+    entries: dict[str, tuple[Path, list]] = {}
     for source in sources:
         for key, files in _png_entries(Path(source)).items():
-            entries.setdefault(key, files)  # first source wins: duplicates are identical
+            # First source wins: a character in two archives has identical files.
+            entries.setdefault(key, (Path(source), files))
     names = sorted(entries)
     images = np.zeros((len(names), DRAWINGS, image_size, image_size), dtype=np.uint8)
     for c, name in enumerate(names):
-        files = sorted(entries[name])
+        source, files = entries[name]
+        files = sorted(files)
         if len(files) != DRAWINGS:
-            raise ValueError(f"character {name} has {len(files)} images, expected {DRAWINGS}")
+            raise DataError(f"character {name} in {source} has {len(files)} images, "
+                            f"expected {DRAWINGS}")
         for d, (file_name, read) in enumerate(files):
-            images[c, d] = decode(read(), image_size, f"{name}/{file_name}")
+            images[c, d] = decode(read(), image_size, f"{name}/{file_name} in {source}")
     return Characters(torch.from_numpy(images), names)
 
 

@@ -19,14 +19,18 @@ from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
-from metarl.models import MLP
+from metarl.models import MLP, Conv4
 from metarl.runs import Run, setup_torch
 from metarl.supervised import sinusoid
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
 
 def build_model(config) -> torch.nn.Module:
-    """The learner of a supervised config (sinusoid: MLP 1 -> hidden -> 1)."""
+    """The learner of a supervised config: sinusoid MLP 1 -> hidden -> 1; few-shot Conv4."""
+    if config.kind == "fewshot":
+        arch = config.architecture()
+        channels = 1 if config.dataset == "omniglot" else 3
+        return Conv4(channels, config.ways, arch["filters"], arch["pool"], arch["image_size"])
     return MLP(1, 1, tuple(config.hidden_sizes), config.activation)
 
 
@@ -95,9 +99,7 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                              config.inner_lr, config.inner_steps, rates)
             (weight * loss).backward()
         if shard.world_size > 1:  # the mean over all tasks: sum the weighted shares
-            for p in meta_modules.parameters():
-                if p.grad is not None:
-                    p.grad = shard.all_reduce(p.grad)
+            shard.sum_gradients(meta_modules.parameters())
             loss = shard.all_reduce(weight * loss.detach())
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)

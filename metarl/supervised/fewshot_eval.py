@@ -1,0 +1,74 @@
+"""Few-shot adaptation curves: query accuracy and loss after 0..K inner steps.
+
+Protocol (MAML paper, section 5.2): held-out N-way K-shot tasks from classes
+never seen in meta-training, sampled with their own seed; gradient steps on
+the support set with the training inner rate (Meta-SGD: the learned rates;
+ANIL: head only); accuracy on the query set after every step. Batch norm
+uses the query batch's statistics, as in training (the original MAML does the
+same, so tasks are classified transductively).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarl.functional import detach_params, expand_params, params_of
+from metarl.meta import adapt
+from metarl.supervised.classify import (
+    accuracy_per_task,
+    cross_entropy_loss,
+    cross_entropy_per_task,
+    task_logits,
+)
+from metarl.supervised.fewshot import sample_fewshot
+from metarl.supervised.meta_step import inner_settings
+
+
+def adaptation_curves(model: nn.Module, rates, config, support, query,
+                      steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task query (accuracy, loss) after 0..steps inner steps, each (T, steps + 1).
+
+    support, query: (x (T, n, c, H, W), y (T, n)). Steps are taken one at a
+    time without a second-order graph (the values are the same).
+    """
+    lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates)
+    if isinstance(lr, dict):
+        lr = detach_params(lr)
+    task_loss = cross_entropy_loss(config.adapt)
+    params = detach_params(expand_params(params_of(model), support[0].shape[0]))
+    accuracy, loss = [], []
+    for step in range(steps + 1):
+        if step > 0:
+            with torch.enable_grad():
+                params = {k: v.requires_grad_() for k, v in params.items()}
+                params = detach_params(adapt(lambda p, b: task_loss(model, p, b).sum(), params,
+                                             support, lr, 1, True, inner_names))
+        with torch.no_grad():
+            logits = task_logits(model, params, query[0], config.adapt)
+            accuracy.append(accuracy_per_task(logits, query[1]).cpu().numpy())
+            loss.append(cross_entropy_per_task(logits, query[1]).cpu().numpy())
+    return np.stack(accuracy, axis=1), np.stack(loss, axis=1)
+
+
+def heldout_curves(model: nn.Module, rates, config, images: Tensor, num_tasks: int, steps: int,
+                   seed: int, chunk: int = 50,
+                   device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``adaptation_curves`` on ``num_tasks`` tasks of ``images``, ``chunk`` tasks at a time.
+
+    Same seed, same tasks, same result. Returns (accuracy, loss), each (num_tasks, steps + 1).
+    """
+    rng = np.random.default_rng(seed)
+    accuracy, loss = [], []
+    for start in range(0, num_tasks, chunk):
+        count = min(chunk, num_tasks - start)
+        support, query = sample_fewshot(rng, images, count, config.ways, config.shots,
+                                        config.query_shots)
+        if device is not None:
+            support = tuple(t.to(device) for t in support)
+            query = tuple(t.to(device) for t in query)
+        acc, ce = adaptation_curves(model, rates, config, support, query, steps)
+        accuracy.append(acc)
+        loss.append(ce)
+    return np.concatenate(accuracy), np.concatenate(loss)

@@ -1,0 +1,128 @@
+"""Few-shot classification meta-training (MAML paper, section 5.2), every supervised method.
+
+Reads top to bottom: read and check the data (before anything is written),
+set up the run, restore a checkpoint if resuming, then per iteration sample a
+meta-batch of N-way K-shot tasks, adapt a copy of Conv4's parameters per task
+on its support set (all tasks at once, ``adapt: vmap`` or ``loop``), take the
+cross-entropy on the query set as the meta-objective, step the outer optimiser,
+log and checkpoint.
+
+Batch norm uses the current batch's statistics in the inner and the outer loop
+(support batch in inner steps, query batch for the outer loss), as the
+original MAML; there are no running statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarl.checkpoint import restore_rng, rng_state
+from metarl.distributed import SINGLE_PROCESS, Shard
+from metarl.functional import params_of
+from metarl.runs import Run, setup_torch
+from metarl.supervised.classify import cross_entropy_loss
+from metarl.supervised.datasets import load_classes
+from metarl.supervised.fewshot import sample_fewshot
+from metarl.supervised.fewshot_eval import adaptation_curves
+from metarl.supervised.meta_step import meta_loss, reptile_direction
+from metarl.supervised.train import build_learner, task_block, to_device
+
+
+def sample_tasks(rng: np.random.Generator, images, config, num_tasks: int):
+    """(support, query) pairs x (T, N*K, c, H, W), y (T, N*K) of a config's task shape."""
+    return sample_fewshot(rng, images, num_tasks, config.ways, config.shots, config.query_shots)
+
+
+def meta_gradient(config, model, rates, params, support, query,
+                  weight: float = 1.0) -> torch.Tensor:
+    """Put ``weight`` times the meta-gradient of one meta-batch in ``.grad``; returns
+    the query loss after adaptation (detached, not weighted)."""
+    task_loss = cross_entropy_loss(config.adapt)
+    if config.method == "reptile":
+        grads, loss = reptile_direction(model, task_loss, params, support, query,
+                                        config.inner_lr, config.inner_steps)
+        for name, p in params.items():
+            p.grad = weight * grads[name]
+        return loss
+    loss = meta_loss(config.method, model, task_loss, params, support, query, config.inner_lr,
+                     config.inner_steps, rates, config.grad_checkpointing)
+    (weight * loss).backward()
+    return loss.detach()
+
+
+def batch_metrics(config, model, rates, support, query) -> dict[str, float]:
+    """Query loss and accuracy before and after the training inner steps (current params).
+
+    Reptile adapts on the support set here, as at evaluation.
+    """
+    accuracy, loss = adaptation_curves(model, rates, config, support, query, config.inner_steps)
+    return {"loss/query_after_adaptation": float(loss[:, -1].mean()),
+            "accuracy/query_after_adaptation": float(accuracy[:, -1].mean()),
+            "loss/query_before_adaptation": float(loss[:, 0].mean()),
+            "accuracy/query_before_adaptation": float(accuracy[:, 0].mean())}
+
+
+def train(config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          shard: Shard = SINGLE_PROCESS) -> dict:
+    """Meta-train the few-shot ``config`` into ``run_dir``; returns the final logged metrics.
+
+    shard: this process's place under torchrun (``metarl.distributed``): every
+    process draws the whole meta-batch and keeps its block of tasks; gradients
+    are summed over processes, so all take the same optimiser step.
+    """
+    block = shard.tasks(config.meta_batch_size)
+    weight = shard.weight(config.meta_batch_size)
+    device = setup_torch(config)
+    images = load_classes(config, "train").images  # data errors before the run dir exists
+    run = Run(run_dir, config, resume, writes=shard.is_main)
+    model, rates = build_learner(config)
+    meta_modules = torch.nn.ModuleList([model] + ([rates] if rates is not None else []))
+    meta_modules.to(device)
+    optimizer = torch.optim.Adam(meta_modules.parameters(), lr=config.outer_lr)
+    rng = np.random.default_rng(config.seed)
+    if run.start_state is not None:
+        meta_modules.load_state_dict(run.start_state["model"])
+        optimizer.load_state_dict(run.start_state["optimizer"])
+        restore_rng(run.start_state["rng"], rng)
+
+    def checkpoint(iteration: int) -> None:
+        shard.check_identical(dict(meta_modules.named_parameters()))
+        run.save({"iteration": iteration, "model": meta_modules.state_dict(),
+                  "optimizer": optimizer.state_dict(), "rng": rng_state(rng)})
+
+    metrics: dict[str, float] = {}
+    bar = tqdm(range(run.start_iteration, config.iterations),
+               disable=not (progress and shard.is_main),
+               initial=run.start_iteration, total=config.iterations, desc="meta-train")
+    tick, since = time.perf_counter(), 0
+    for iteration in bar:
+        batch = sample_tasks(rng, images, config, config.meta_batch_size)
+        support, query = to_device(task_block(batch, block), device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = meta_gradient(config, model, rates, params_of(model), support, query, weight)
+        shard.sum_gradients(meta_modules.parameters())
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
+        optimizer.step()
+
+        done, since = iteration + 1, since + 1
+        if done % config.log_every == 0 or done == config.iterations:
+            seconds = (time.perf_counter() - tick) / since
+            # Measured on this meta-batch with the updated parameters (one cheap extra pass).
+            local = {**batch_metrics(config, model, rates, support, query),
+                     "loss/meta_objective": loss.item()}
+            metrics = dict(zip(local, shard.sum_floats(*[weight * v for v in local.values()])))
+            metrics["time/seconds_per_iteration"] = seconds
+            run.log(done, metrics)
+            bar.set_postfix(loss=f"{metrics['loss/query_after_adaptation']:.3f}",
+                            acc=f"{metrics['accuracy/query_after_adaptation']:.3f}")
+            tick, since = time.perf_counter(), 0
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            checkpoint(done)
+    run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
+    return metrics
