@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.runs import Run, setup_torch
@@ -30,7 +29,7 @@ from metarl.supervised.datasets import load_classes
 from metarl.supervised.fewshot import sample_fewshot
 from metarl.supervised.fewshot_eval import adaptation_curves
 from metarl.supervised.meta_step import meta_loss, reptile_direction
-from metarl.supervised.train import build_learner, task_block, to_device
+from metarl.supervised.train import MetaLearner, task_block, to_device
 
 
 def sample_tasks(rng: np.random.Generator, images, config, num_tasks: int):
@@ -80,20 +79,9 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
     device = setup_torch(config)
     images = load_classes(config, "train").images  # data errors before the run dir exists
     run = Run(run_dir, config, resume, writes=shard.is_main)
-    model, rates = build_learner(config)
-    meta_modules = torch.nn.ModuleList([model] + ([rates] if rates is not None else []))
-    meta_modules.to(device)
-    optimizer = torch.optim.Adam(meta_modules.parameters(), lr=config.outer_lr)
-    rng = np.random.default_rng(config.seed)
-    if run.start_state is not None:
-        meta_modules.load_state_dict(run.start_state["model"])
-        optimizer.load_state_dict(run.start_state["optimizer"])
-        restore_rng(run.start_state["rng"], rng)
-
-    def checkpoint(iteration: int) -> None:
-        shard.check_identical(dict(meta_modules.named_parameters()))
-        run.save({"iteration": iteration, "model": meta_modules.state_dict(),
-                  "optimizer": optimizer.state_dict(), "rng": rng_state(rng)})
+    learner = MetaLearner.create(config, device, run.start_state)
+    model, rates, meta_modules = learner.model, learner.rates, learner.modules
+    optimizer, rng = learner.optimizer, learner.rng
 
     metrics: dict[str, float] = {}
     bar = tqdm(range(run.start_iteration, config.iterations),
@@ -123,6 +111,6 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                             acc=f"{metrics['accuracy/query_after_adaptation']:.3f}")
             tick, since = time.perf_counter(), 0
         if done % config.checkpoint_every == 0 or done == config.iterations:
-            checkpoint(done)
+            learner.save(run, shard, done)
     run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
     return metrics

@@ -8,6 +8,7 @@ optimiser, log and checkpoint.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,38 @@ def task_block(batch, block: slice):
     return tuple(tuple(t[block] for t in part) for part in batch)
 
 
+@dataclass
+class MetaLearner:
+    """What a supervised outer loop updates and checkpoints: the model, Meta-SGD's
+    rates, the Adam optimiser over both, and the task generator."""
+
+    model: torch.nn.Module
+    rates: MetaSGDRates | None
+    modules: torch.nn.ModuleList
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+
+    @classmethod
+    def create(cls, config, device: torch.device, start_state: dict | None) -> MetaLearner:
+        """Fresh from the run seed, or restored from a checkpoint's ``start_state``."""
+        model, rates = build_learner(config)
+        modules = torch.nn.ModuleList([model] + ([rates] if rates is not None else []))
+        modules.to(device)
+        optimizer = torch.optim.Adam(modules.parameters(), lr=config.outer_lr)
+        rng = np.random.default_rng(config.seed)
+        if start_state is not None:
+            modules.load_state_dict(start_state["model"])
+            optimizer.load_state_dict(start_state["optimizer"])
+            restore_rng(start_state["rng"], rng)
+        return cls(model, rates, modules, optimizer, rng)
+
+    def save(self, run: Run, shard: Shard, iteration: int) -> None:
+        """Checkpoint (rank 0 writes), after checking every process agrees."""
+        shard.check_identical(dict(self.modules.named_parameters()))
+        run.save({"iteration": iteration, "model": self.modules.state_dict(),
+                  "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.rng)})
+
+
 def train(config, run_dir: str | Path, resume: bool = False, progress: bool = True,
           shard: Shard = SINGLE_PROCESS) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns the final logged metrics.
@@ -63,21 +96,9 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
     weight = shard.weight(config.meta_batch_size)
     run = Run(run_dir, config, resume, writes=shard.is_main)
     device = setup_torch(config)
-    model, rates = build_learner(config)
-    model.to(device)
-    meta_modules = torch.nn.ModuleList([model] + ([rates] if rates is not None else []))
-    meta_modules.to(device)
-    optimizer = torch.optim.Adam(meta_modules.parameters(), lr=config.outer_lr)
-    rng = np.random.default_rng(config.seed)
-    if run.start_state is not None:
-        meta_modules.load_state_dict(run.start_state["model"])
-        optimizer.load_state_dict(run.start_state["optimizer"])
-        restore_rng(run.start_state["rng"], rng)
-
-    def checkpoint(iteration: int) -> None:
-        shard.check_identical(dict(meta_modules.named_parameters()))
-        run.save({"iteration": iteration, "model": meta_modules.state_dict(),
-                  "optimizer": optimizer.state_dict(), "rng": rng_state(rng)})
+    learner = MetaLearner.create(config, device, run.start_state)
+    model, rates, meta_modules = learner.model, learner.rates, learner.modules
+    optimizer, rng = learner.optimizer, learner.rng
 
     metrics: dict[str, float] = {}
     bar = tqdm(range(run.start_iteration, config.iterations),
@@ -118,7 +139,7 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
             bar.set_postfix(loss=f"{loss.item():.3f}")
             tick = time.perf_counter()
         if done % config.checkpoint_every == 0 or done == config.iterations:
-            checkpoint(done)
+            learner.save(run, shard, done)
     run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
     return metrics
 
