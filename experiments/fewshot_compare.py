@@ -4,7 +4,9 @@ Trains each ``--methods`` entry with ``metarl train CONFIG --set method=...``,
 evaluates it with ``metarl evaluate`` (accuracy after 0..K inner steps on 600
 held-out tasks, 95% intervals) and writes into OUT_DIR ``comparison.md`` (a
 table with the training time) and ``comparison.png`` (the adaptation curves).
-Runs already finished in OUT_DIR are reused (resumed if stopped).
+Runs already finished in OUT_DIR are reused as they are (resumed if stopped
+short of their own ``iterations``), so methods may be trained for different
+numbers of iterations by separate calls; the table says how many.
 
     python experiments/fewshot_compare.py --config experiments/configs/omniglot-small-5w1s.yaml \\
         --out-dir runs/omniglot-small-5w1s --set iterations=1500
@@ -16,20 +18,34 @@ import argparse
 import json
 from pathlib import Path
 
+from metarl.checkpoint import load_checkpoint
 from metarl.cli import main as metarl
 from metarl.compare import read_scalars
+from metarl.runs import load_run_config
+
+
+def finished_iteration(run: Path) -> int | None:
+    """The iteration of the run's last checkpoint (None if there is none)."""
+    if not (run / "checkpoint.pt").exists():
+        return None
+    return int(load_checkpoint(run / "checkpoint.pt")["iteration"])
 
 
 def train_and_evaluate(config: str, run: Path, method: str, overrides: list[str],
                        tasks: int) -> dict:
     args = ["train", config, "--run-dir", str(run), "--quiet", f"--set=method={method}",
             *[f"--set={o}" for o in overrides]]
-    if (run / "checkpoint.pt").exists():
-        args.append("--resume")
-    if metarl(args) != 0:
-        raise SystemExit(f"training {run} failed")
-    if metarl(["evaluate", str(run), "--tasks", str(tasks)]) != 0:
-        raise SystemExit(f"evaluating {run} failed")
+    done = finished_iteration(run)
+    if done is None or done < load_run_config(run).iterations:
+        if done is not None:
+            args.append("--resume")
+        if metarl(args) != 0:
+            raise SystemExit(f"training {run} failed")
+    evaluation = run / "evaluation.json"
+    if (not evaluation.exists()
+            or json.loads(evaluation.read_text())["iteration"] != finished_iteration(run)):
+        if metarl(["evaluate", str(run), "--tasks", str(tasks)]) != 0:
+            raise SystemExit(f"evaluating {run} failed")
     iterations, seconds = read_scalars(run, "time/seconds_per_iteration")
     # Logged every log_every iterations: the mean over that block.
     block = iterations[0] if len(iterations) == 1 else iterations[1] - iterations[0]
