@@ -95,8 +95,10 @@ class Run:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events logged after the checkpoint we resume from.
-            self._writer = SummaryWriter(str(self.dir), purge_step=self.start_iteration or None)
+            # purge_step drops events logged after the checkpoint we resume from (the
+            # checkpoint's own iteration was logged before it was saved: keep it).
+            purge = self.start_iteration + 1 if self.start_state is not None else None
+            self._writer = SummaryWriter(str(self.dir), purge_step=purge)
             if self.start_state is None:
                 text = yaml.safe_dump(to_dict(self.config), sort_keys=False)
                 self._writer.add_text("config", "```\n" + text + "\n```", 0)
