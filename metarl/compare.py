@@ -26,6 +26,14 @@ def run_label(run_dir: str | Path, config) -> str:
     return f"{config.method} ({Path(run_dir).name})"
 
 
+def unadapted(curve: dict) -> dict:
+    """The 0-step value as a flat line: the oracle knows the task, so the paper draws
+    it without adaptation (a policy-gradient step with MAML's rate only hurts it)."""
+    n = len(curve["steps"])
+    return {"steps": curve["steps"], "mean": [curve["mean"][0]] * n,
+            "ci95": [curve["ci95"][0]] * n}
+
+
 def adaptation_figure(run_dirs: list[str], out: str | Path) -> Path:
     """The evaluated adaptation curves of several runs, with 95% intervals."""
     curves, metric = {}, None
@@ -36,6 +44,8 @@ def adaptation_figure(run_dirs: list[str], out: str | Path) -> Path:
         label = run_label(run_dir, config)
         if "shots" in result:
             curves.update({f"{label} K={k}": c for k, c in result["shots"].items()})
+        elif config.kind == "rl" and config.method == "oracle":
+            curves[f"{label}, not adapted"] = unadapted(result["curve"])
         else:
             curves[label] = result["curve"]
     return plot_curves(curves, out, ylabel=metric_label(metric),
