@@ -105,7 +105,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     if shard.world_size > 1:
         block = (shard.tasks(config.meta_batch_size), config.meta_batch_size)
         first_env = block[0].start * env.episodes_per_task
-    weight = weight_of(shard, config)
+    weight = shard.weight(config.meta_batch_size)  # 1 for one process
     train: list[tuple[Episodes, Tensor]] = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
     inner_steps = training_inner_steps(config)
@@ -134,11 +134,6 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     return MetaBatch(train, episodes, adv, params, old_log_probs), stats
 
 
-def weight_of(shard: Shard, config) -> float:
-    """This process's share of the meta-batch (1 without sharding)."""
-    return 1.0 if shard.world_size == 1 else shard.weight(config.meta_batch_size)
-
-
 def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
                       train: list[tuple[Episodes, Tensor]], config, num_tasks: int) -> Params:
     """The values of ``adapt_policy`` without any graph (for the line search)."""
@@ -164,9 +159,10 @@ def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, con
     if config.fisher == "adapted":
         return adapted_fisher_product(policy, meta_params, batch.valid_params, valid, old_dist)
     # The adaptation's Jacobian is estimated on the same share of training episodes.
-    train = [(subsample_episodes(e, fraction), adv[:, :subsample_episodes(e, fraction)
-                                                     .episodes_per_task])
-             for e, adv in batch.train]
+    train = []
+    for episodes, adv in batch.train:
+        part = subsample_episodes(episodes, fraction)
+        train.append((part, adv[:, :part.episodes_per_task]))
     return adaptation_fisher_product(policy, meta_params, train,
                                      inner_loss(config.inner_objective), config.inner_lr,
                                      config.first_order, valid, old_dist)
@@ -181,7 +177,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
     """
     meta_params = {k: v.detach() for k, v in params_of(policy).items()}
     valid, num_tasks = batch.valid, batch.valid.num_tasks
-    weight = weight_of(shard, config)
+    weight = shard.weight(config.meta_batch_size)  # 1 for one process
     with torch.no_grad():
         old_dist = call(policy, batch.valid_params, valid.obs)
 
