@@ -9,6 +9,7 @@ them once per step for all T*E sub-envs. Same code, same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -33,6 +34,18 @@ def _python_warning(message: str) -> None:
 # As Python warnings they are shown once and can be filtered.
 if mujoco.get_mju_user_warning() is None:
     mujoco.set_mju_user_warning(_python_warning)
+
+
+@contextlib.contextmanager
+def quiet_settotalmass():
+    """Silence MuJoCo's deprecation warning for ``settotalmass`` while loading a model.
+
+    Gymnasium's half_cheetah.xml uses it; the model is kept as is, so the physics
+    stays identical to Gymnasium's HalfCheetah-v5.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*deprecated")
+        yield
 
 
 def asset_path(xml_file: str) -> str:
@@ -115,13 +128,14 @@ class MujocoTaskEnv(MujocoEnv):
     ):
         self.rules = self.rules_cls(**rules_kwargs)
         self._reset_noise_scale = reset_noise_scale
-        MujocoEnv.__init__(
-            self,
-            asset_path(self.rules.xml_file),
-            frame_skip,
-            observation_space=None,
-            render_mode=render_mode,
-        )
+        with quiet_settotalmass():
+            MujocoEnv.__init__(
+                self,
+                asset_path(self.rules.xml_file),
+                frame_skip,
+                observation_space=None,
+                render_mode=render_mode,
+            )
         self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
         obs_dim = self.model.nq - self.rules.skip_qpos + self.model.nv
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
@@ -208,7 +222,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
             raise ValueError(
                 f"{self.rules.name} needs contact forces: use backend='threads' (rollout has none)"
             )
-        self.model = mujoco.MjModel.from_xml_path(asset_path(self.rules.xml_file))
+        with quiet_settotalmass():
+            self.model = mujoco.MjModel.from_xml_path(asset_path(self.rules.xml_file))
         self.dt = self.model.opt.timestep * frame_skip
         self._reset_noise_scale = reset_noise_scale
         self._init_qpos = self.model.qpos0.copy()
