@@ -5,7 +5,7 @@
 | state / obs | agent position (2,), float32; starts at the origin |
 | action | (2,) in [-1, 1], scaled to a velocity of at most 0.1 per coordinate |
 | reward | ``-||position - goal||_2`` after the move |
-| termination | within 0.01 of the goal (L2) |
+| termination | within 0.01 of the goal in both coordinates (a box, as the original code) |
 | task | ``{"goal": np.array([x, y])}``, x, y uniform in [-0.5, 0.5] |
 | horizon | 100 steps (``max_episode_steps``) |
 
@@ -58,7 +58,10 @@ def navigation_step(position: np.ndarray, action: np.ndarray, goal: np.ndarray):
     position = position + MAX_SPEED * np.clip(action, -1.0, 1.0)
     distance = np.linalg.norm(position - goal, axis=-1)
     info = {"reward_distance": -distance, "distance": distance}
-    return position, -distance, distance < GOAL_TOLERANCE, info
+    # The box test of the original point env (rllab), not a disc: a disc ends fewer
+    # episodes, and the steps after reaching the goal then cost return.
+    reached = np.all(np.abs(position - goal) < GOAL_TOLERANCE, axis=-1)
+    return position, -distance, reached, info
 
 
 class Navigation2D(gym.Env):

@@ -153,3 +153,14 @@ def test_navigation_dynamics():
     assert reward == pytest.approx(-0.05) and not terminated
     obs, reward, terminated, _, _ = env.step(np.array([0.5, 0.05], dtype=np.float32))
     assert terminated and reward == pytest.approx(-0.005)
+
+
+def test_navigation_terminates_in_a_box_around_the_goal():
+    """|dx| < 0.01 and |dy| < 0.01, as the original code: (0.009, 0.009) is 0.0127 away."""
+    env = get_family("Navigation2D").make_env({"goal": np.array([0.091, 0.091])})
+    env.reset(seed=0)
+    _, reward, terminated, _, _ = env.step(np.array([1.0, 1.0], dtype=np.float32))
+    assert terminated and reward == pytest.approx(-0.009 * np.sqrt(2))
+    env = get_family("Navigation2D").make_env({"goal": np.array([0.111, 0.1])})
+    env.reset(seed=0)
+    assert not env.step(np.array([1.0, 1.0], dtype=np.float32))[2]  # 0.011 off in x
