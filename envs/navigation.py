@@ -56,11 +56,12 @@ def navigation_step(position: np.ndarray, action: np.ndarray, goal: np.ndarray):
         new position (B, 2), reward (B,), terminated (B,) bool, info of (B,) arrays.
     """
     position = position + MAX_SPEED * np.clip(action, -1.0, 1.0)
-    distance = np.linalg.norm(position - goal, axis=-1)
+    offset = position - goal
+    distance = np.linalg.norm(offset, axis=-1)
     info = {"reward_distance": -distance, "distance": distance}
     # The box test of the original point env (rllab), not a disc: a disc ends fewer
     # episodes, and the steps after reaching the goal then cost return.
-    reached = np.all(np.abs(position - goal) < GOAL_TOLERANCE, axis=-1)
+    reached = np.all(np.abs(offset) < GOAL_TOLERANCE, axis=-1)
     return position, -distance, reached, info
 
 

@@ -83,10 +83,10 @@ def main() -> None:
                   + "".join(f"{r[key]:18.3f}" for r in results.values()))
         print(f"  {'line-search steps':18s}"
               + "".join(f"{r['trpo/line_search_steps']:18.1f}" for r in results.values()))
-        default, reference = results["exact"], results["autograd"]
+        exact, reference = results["exact"], results["autograd"]
         print(f"  exact vs the third-order reference: whole iteration "
-              f"{reference['total'] / default['total']:.2f}x, conjugate gradient "
-              f"{reference['time/cg'] / default['time/cg']:.2f}x faster")
+              f"{reference['total'] / exact['total']:.2f}x, conjugate gradient "
+              f"{reference['time/cg'] / exact['time/cg']:.2f}x faster")
 
 
 if __name__ == "__main__":
