@@ -7,9 +7,10 @@ import torch
 
 from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
-from metarl.functional import call, flatten, params_of, unflatten
+from metarl.functional import call, expand_params, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
-from metarl.rl.fisher import adaptation_fisher_product, adapted_fisher_product, subsample_episodes
+from metarl.rl.fisher import (adaptation_fisher_product, adaptation_points,
+                              adapted_fisher_product, subsample_episodes)
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
 from metarl.rl.maml_trpo import adapt_policy, sample_meta_batch
 from metarl.rl.trpo import fisher_vector_product
@@ -114,6 +115,48 @@ def test_adapted_fisher_product_is_exact_for_first_order_maml():
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     torch.testing.assert_close(fast(v), exact(v), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_subsampled_fisher_product_is_taken_where_the_adaptation_went(first_order):
+    # fisher_fraction < 1: inner Hessians on half of the episodes, but at the points
+    # p_k of the adaptation on all of them. Brute force: the chain
+    #   phi_{k+1} = phi_k - lr * (g_half(phi_k) - g_half(p_k) + g_full(p_k))
+    # equals p_k at the meta-parameters and has the half-episode Jacobian, so the
+    # Hessian of KL(pi_{p_K} || pi_{phi_K}) there is J_half^T F(p_K) J_half.
+    config, policy, batch = small_batch("reinforce", first_order)
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    loss, lr = inner_loss("reinforce"), config.inner_lr
+    half = [(subsample_episodes(e, 0.5), a[:, :2]) for e, a in batch.train]
+    points = adaptation_points(policy, meta, batch.train, loss, lr, num_tasks=3)
+    old = call(policy, points[-1], batch.valid.obs)
+
+    def inner_grads(params, episodes, adv, create_graph):
+        grads = torch.autograd.grad(loss(policy, params, episodes, adv), list(params.values()),
+                                    create_graph=create_graph)
+        return dict(zip(params, grads))
+
+    def chain(flat):
+        phi = expand_params(unflatten(flat, meta), 3)
+        for (part, part_adv), (full, full_adv), p in zip(half, batch.train, points):
+            p = {k: v.clone().requires_grad_() for k, v in p.items()}
+            at_p = inner_grads(p, part, part_adv, False)
+            full_at_p = inner_grads(p, full, full_adv, False)
+            moving = inner_grads(phi, part, part_adv, True) if not first_order else at_p
+            phi = {k: phi[k] - lr * (moving[k] - at_p[k] + full_at_p[k]) for k in phi}
+        return phi
+
+    flat = flatten(meta).clone().requires_grad_()
+    kl = lambda: mean_kl(old, call(policy, chain(flat), batch.valid.obs), batch.valid.mask)
+    brute = fisher_vector_product(kl, [flat], damping=0.0)
+    fast = adaptation_fisher_product(policy, meta, half, loss, lr, first_order, batch.valid, old,
+                                     points)
+    at_half_points = adaptation_fisher_product(policy, meta, half, loss, lr, first_order,
+                                               batch.valid, old)
+    v = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(fast(v), brute(v), rtol=1e-7, atol=1e-10)
+    # Taken where the half-episode adaptation went, it is another matrix.
+    assert (at_half_points(v) - brute(v)).norm() > 1e-3 * brute(v).norm()
 
 
 def test_subsample_keeps_the_first_episodes_of_every_task():

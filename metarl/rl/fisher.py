@@ -81,6 +81,21 @@ def adapted_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
     return product
 
 
+def adaptation_points(policy: nn.Module, meta_params: Mapping[str, Tensor],
+                      train: list[tuple[Episodes, Tensor]], inner_loss: PolicyLoss,
+                      inner_lr: float, num_tasks: int) -> list[dict[str, Tensor]]:
+    """The stacked (T, ...) parameters before every inner step and after the last,
+    as constants: len(train) + 1 points, the first the meta-parameters."""
+    point = {k: v.detach() for k, v in expand_params(meta_params, num_tasks).items()}
+    points = [point]
+    for episodes, adv in train:
+        leaves = {k: v.clone().requires_grad_() for k, v in point.items()}
+        grads = torch.autograd.grad(inner_loss(policy, leaves, episodes, adv), list(leaves.values()))
+        point = {k: (p - inner_lr * g).detach() for (k, p), g in zip(leaves.items(), grads)}
+        points.append(point)
+    return points
+
+
 def adaptation_fisher_product(
     policy: nn.Module,
     meta_params: Mapping[str, Tensor],
@@ -90,23 +105,31 @@ def adaptation_fisher_product(
     first_order: bool,
     valid: Episodes,
     old_dist: distributions.Distribution,
+    points: list[dict[str, Tensor]] | None = None,
 ) -> FisherProduct:
     """v (flat, size of meta_params) -> J^T F' J v, the Hessian of the adapted policies' KL.
 
     train: per inner step, (episodes, advantages), as ``maml_trpo.adapt_policy``.
     old_dist: the adapted policies at the current meta-parameters on ``valid.obs``.
+    points: ``adaptation_points`` of the real adaptation (default: of ``train``).
+    When ``train`` is a subsample of the episodes the policies were adapted on,
+    pass the points of the full adaptation: the inner Hessians are then estimated
+    on the subsample but taken where the adaptation really went, and the KL's
+    Hessian is taken at ``old_dist``'s parameters, where it is the Fisher matrix.
     """
     names = list(meta_params)
     num_tasks = valid.num_tasks
-    point = {k: v.detach() for k, v in expand_params(meta_params, num_tasks).items()}
+    if points is None:
+        points = adaptation_points(policy, meta_params, train, inner_loss, inner_lr, num_tasks)
+    if len(points) != len(train) + 1:
+        raise ValueError(f"need {len(train) + 1} adaptation points, got {len(points)}")
     steps = []  # per inner step: (point leaves, their inner-loss gradient graph)
-    for episodes, adv in train:
-        leaves = [point[k].clone().requires_grad_() for k in names]
+    for (episodes, adv), point in zip(train, points):
+        leaves = [point[k].detach().clone().requires_grad_() for k in names]
         loss = inner_loss(policy, dict(zip(names, leaves)), episodes, adv)
         grads = list(torch.autograd.grad(loss, leaves, create_graph=not first_order))
         steps.append((leaves, grads))
-        point = {k: (p - inner_lr * g).detach() for k, p, g in zip(names, leaves, grads)}
-    final, kl_grads = _kl_hessian(policy, point, valid, old_dist)
+    final, kl_grads = _kl_hessian(policy, points[-1], valid, old_dist)
     like = {k: v.detach() for k, v in meta_params.items()}
 
     def jacobian_step(leaves, grads, vectors):  # (I - lr H_k) u; H_k symmetric

@@ -26,7 +26,8 @@ from metarl.functional import Params, call, detach_params, expand_params, params
 from metarl.meta import adapt
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.fisher import adaptation_fisher_product, adapted_fisher_product, subsample_episodes
+from metarl.rl.fisher import (adaptation_fisher_product, adaptation_points,
+                              adapted_fisher_product, subsample_episodes)
 from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
@@ -137,11 +138,8 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
 def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
                       train: list[tuple[Episodes, Tensor]], config, num_tasks: int) -> Params:
     """The values of ``adapt_policy`` without any graph (for the line search)."""
-    params = detach_params(expand_params(meta_params, num_tasks))
-    for episodes, adv in train:
-        params = adapted_values(policy, params, episodes, adv, inner_loss(config.inner_objective),
-                                config.inner_lr)
-    return params
+    return adaptation_points(policy, meta_params, train, inner_loss(config.inner_objective),
+                             config.inner_lr, num_tasks)[-1]
 
 
 def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, config):
@@ -158,14 +156,18 @@ def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, con
         old_dist = call(policy, batch.valid_params, valid.obs)
     if config.fisher == "adapted":
         return adapted_fisher_product(policy, meta_params, batch.valid_params, valid, old_dist)
-    # The adaptation's Jacobian is estimated on the same share of training episodes.
+    # The adaptation's Jacobian is estimated on the same share of training episodes,
+    # at the points the adaptation on all episodes went through: the KL's Hessian
+    # is the Fisher matrix only at the policies that sampled ``valid``.
+    loss = inner_loss(config.inner_objective)
+    points = adaptation_points(policy, meta_params, batch.train, loss, config.inner_lr,
+                               valid.num_tasks)
     train = []
     for episodes, adv in batch.train:
         part = subsample_episodes(episodes, fraction)
         train.append((part, adv[:, :part.episodes_per_task]))
-    return adaptation_fisher_product(policy, meta_params, train,
-                                     inner_loss(config.inner_objective), config.inner_lr,
-                                     config.first_order, valid, old_dist)
+    return adaptation_fisher_product(policy, meta_params, train, loss, config.inner_lr,
+                                     config.first_order, valid, old_dist, points)
 
 
 def meta_update(policy: nn.Module, batch: MetaBatch, config,
