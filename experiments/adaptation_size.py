@@ -1,0 +1,73 @@
+"""How far does one inner step move the policy? A diagnostic for MAML-RL checkpoints.
+
+For each checkpoint, samples one meta-batch as in training (fresh tasks, the
+run's settings) and prints the returns before and after the inner steps, the
+mean KL(pre-update || adapted) on the episodes the step was taken on, the mean
+absolute change of the action mean, the policy's standard deviations and the
+norm of the step per parameter tensor (mean over tasks). A step that grows
+during meta-training while the post-adaptation return falls is overshooting.
+
+    python experiments/adaptation_size.py experiments/results/halfcheetah-dir/maml-seed0/best.pt \\
+        experiments/results/halfcheetah-dir/maml-seed0/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import make_family
+from metarl.config import load_config
+from metarl.functional import call, expand_params, params_of
+from metarl.rl.losses import mean_kl
+from metarl.rl.maml_trpo import sample_meta_batch, training_inner_steps
+from metarl.rl.train import build_policy, make_env
+
+
+def describe(path: str, seed: int) -> str:
+    state = load_checkpoint(path)
+    config = load_config(data=state["config"])
+    family = make_family(config)
+    rng = np.random.default_rng(seed)
+    env = make_env(family, config, rng)
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    policy.load_state_dict(state["model"])
+    steps = training_inner_steps(config)
+    if steps == 0:
+        raise SystemExit(f"{path}: method {config.method} takes no inner step in training")
+    seeds = [int(s) for s in rng.integers(2**31 - 1, size=steps + 1)]
+    batch, stats = sample_meta_batch(env, policy, config, seeds, torch.Generator().manual_seed(seed))
+    env.close()
+    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    first = batch.train[0][0]  # the episodes of the first inner step, from the meta-parameters
+    with torch.no_grad():
+        before = call(policy, expand_params(meta, first.num_tasks), first.obs)
+        after = call(policy, batch.valid_params, first.obs)
+        kl = mean_kl(before, after, first.mask).item()
+        shift = (after.mean - before.mean).abs().mean().item()
+    norms = {k: (batch.valid_params[k] - meta[k]).flatten(1).norm(dim=1).mean().item()
+             for k in meta}
+    returns = " -> ".join(f"{stats[f'return/after_{k}_steps']:.1f}" for k in range(steps + 1))
+    std = " ".join(f"{s:.2f}" for s in policy.log_std.exp().detach().tolist())
+    step = ", ".join(f"{k} {v:.3f}" for k, v in norms.items())
+    return (f"{path} (iteration {state['iteration']}): returns {returns}; "
+            f"KL(pre || adapted) {kl:.3f}, |change of the action mean| {shift:.3f}; "
+            f"std {std}\n  step norms: {step}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for path in args.checkpoints:
+        print(describe(path, args.seed))
+
+
+if __name__ == "__main__":
+    main()
