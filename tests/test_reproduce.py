@@ -17,7 +17,11 @@ def test_reproduce_writes_figures_and_table(tmp_path, monkeypatch, capsys):
     runpy.run_path(str(SCRIPT), run_name="__main__")
     table = (tmp_path / "comparison.md").read_text()
     assert "| MAML paper | -40.41 | -11.68 | -3.33 |" in table
-    for method in ("maml", "pretrained", "random", "oracle"):
+    for method in ("maml", "pretrained", "random"):
         assert f"| {method} (2 seeds) |" in table
+    # The oracle is drawn and tabulated without adaptation: its 0-step value at every step.
+    oracle = next(line for line in table.splitlines() if line.startswith("| oracle, not adapted"))
+    cells = [c.strip() for c in oracle.split("|")[2:5]]
+    assert cells[0] == cells[1] == cells[2]
     for name in ("comparison.png", "training.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
