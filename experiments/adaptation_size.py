@@ -7,8 +7,8 @@ absolute change of the action mean, the policy's standard deviations and the
 norm of the step per parameter tensor (mean over tasks). A step that grows
 during meta-training while the post-adaptation return falls is overshooting.
 
-    python experiments/adaptation_size.py experiments/results/halfcheetah-dir/maml-seed0/best.pt \\
-        experiments/results/halfcheetah-dir/maml-seed0/checkpoint.pt
+    python experiments/adaptation_size.py experiments/results/halfcheetah-dir/maml-fisher25-seed0/best.pt \\
+        experiments/results/halfcheetah-dir/maml-fisher25-seed0/checkpoint.pt
 """
 
 from __future__ import annotations
