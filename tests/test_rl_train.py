@@ -112,3 +112,20 @@ def test_best_checkpoint_holds_the_parameters_that_scored_best(tmp_path):
     # Iteration k's returns were measured with the parameters after k updates.
     assert best["iteration"] == max(range(4), key=returns.__getitem__)
     assert best["best_return"] == pytest.approx(max(returns))
+
+
+def test_evaluating_a_checkpoint_of_another_family_is_a_clear_error(tmp_path, capsys):
+    tiny = ["--set=iterations=1", "--set=meta_batch_size=2", "--set=episodes_per_task=2",
+            "--set=horizon=5", "--set=hidden_sizes=[8]", "--quiet"]
+    for env, name in (("Navigation2D", "nav"), ("HalfCheetahDir", "cheetah")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"kind: rl\nenv: {env}\n")
+        assert main(["train", str(path), "--run-dir", str(tmp_path / name), *tiny]) == 0
+    capsys.readouterr()
+    (tmp_path / "nav" / "best.pt").write_bytes((tmp_path / "cheetah" / "best.pt").read_bytes())
+    assert main(["evaluate", str(tmp_path / "nav"), "--tasks", "2", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metarl: error:") and "different config" in err and "\n" not in err
+    assert not (tmp_path / "nav" / "evaluation.json").exists()
+    assert main(["evaluate", str(tmp_path), "--tasks", "2"]) == 2  # not a run directory
+    assert "not a metarl run directory" in capsys.readouterr().err
