@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, distributions, nn
 
-from metarl.functional import call, expand_params, flatten, unflatten
+from metarl.functional import call, detach_params, expand_params, flatten, unflatten
+from metarl.meta import adapt
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, mean_kl
 
@@ -85,14 +86,14 @@ def adaptation_points(policy: nn.Module, meta_params: Mapping[str, Tensor],
                       train: list[tuple[Episodes, Tensor]], inner_loss: PolicyLoss,
                       inner_lr: float, num_tasks: int) -> list[dict[str, Tensor]]:
     """The stacked (T, ...) parameters before every inner step and after the last,
-    as constants: len(train) + 1 points, the first the meta-parameters."""
-    point = {k: v.detach() for k, v in expand_params(meta_params, num_tasks).items()}
-    points = [point]
+    as constants: len(train) + 1 points, the first the meta-parameters. Each step
+    is ``metarl.meta.adapt``'s, as in the adaptation it stands for."""
+    points = [detach_params(expand_params(meta_params, num_tasks))]
     for episodes, adv in train:
-        leaves = {k: v.clone().requires_grad_() for k, v in point.items()}
-        grads = torch.autograd.grad(inner_loss(policy, leaves, episodes, adv), list(leaves.values()))
-        point = {k: (p - inner_lr * g).detach() for (k, p), g in zip(leaves.items(), grads)}
-        points.append(point)
+        leaves = {k: v.clone().requires_grad_() for k, v in points[-1].items()}
+        step = adapt(lambda p, batch: inner_loss(policy, p, *batch), leaves, (episodes, adv),
+                     inner_lr, 1, first_order=True)
+        points.append(detach_params(step))
     return points
 
 
