@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "RL 40)")
     evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
     evaluate.add_argument("--episodes", type=int, help="RL episodes per task and step "
-                          "(default: the run's episodes_per_task)")
+                          "(default: the run's eval_episodes, else its episodes_per_task)")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "
                           "(RL default: the best iterate, as the paper evaluates)")

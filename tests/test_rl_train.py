@@ -81,6 +81,21 @@ def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_evaluation_takes_the_configs_eval_episodes_unless_told(tmp_path):
+    import json
+
+    path = tmp_path / "nav.yaml"
+    path.write_text("kind: rl\nenv: Navigation2D\niterations: 1\neval_episodes: 5\n")
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]
+                + [f"--set={s}" for s in SMALL]) == 0
+    common = ["evaluate", str(run), "--steps", "1", "--tasks", "2"]
+    assert main(common + ["--out", str(tmp_path / "config.json")]) == 0
+    assert main(common + ["--episodes", "3", "--out", str(tmp_path / "told.json")]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["episodes"] == 5
+    assert json.loads((tmp_path / "told.json").read_text())["episodes"] == 3
+
+
 def test_plot_compares_runs_and_seeds(tmp_path):
     import csv
 

@@ -24,6 +24,9 @@ class RLConfig:
     iterations: int = spec(500, low=1)
     meta_batch_size: int = spec(20, low=1, doc="tasks per meta-iteration (T)")
     episodes_per_task: int = spec(20, low=1, doc="episodes per task and inner step (E)")
+    eval_episodes: int | None = spec(
+        None, low=1, doc="episodes per task and inner step in `metarl evaluate` (None: "
+        "episodes_per_task); the MAML paper's test scripts sample 4000 steps per update")
     horizon: int = spec(100, low=1, doc="maximum steps per episode (H)")
     inner_lr: float = spec(0.1, low=0, low_open=True)
     inner_steps: int = spec(1, low=1)
