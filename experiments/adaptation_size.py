@@ -7,8 +7,8 @@ absolute change of the action mean, the policy's standard deviations and the
 norm of the step per parameter tensor (mean over tasks). A step that grows
 during meta-training while the post-adaptation return falls is overshooting.
 
-    python experiments/adaptation_size.py experiments/results/halfcheetah-dir/maml-fisher25-seed0/best.pt \\
-        experiments/results/halfcheetah-dir/maml-fisher25-seed0/checkpoint.pt
+    RUN=experiments/results/halfcheetah-dir/maml-fisher25-seed0
+    python experiments/adaptation_size.py $RUN/best.pt $RUN/checkpoint.pt
 """
 
 from __future__ import annotations
@@ -18,28 +18,21 @@ import argparse
 import numpy as np
 import torch
 
-from metarl.checkpoint import load_checkpoint
-from metarl.cli import make_family
-from metarl.config import load_config
 from metarl.functional import call, expand_params, params_of
 from metarl.rl.losses import mean_kl
 from metarl.rl.maml_trpo import sample_meta_batch, training_inner_steps
-from metarl.rl.train import build_policy, make_env
+from metarl.rl.train import load_for_sampling
 
 
 def describe(path: str, seed: int) -> str:
-    state = load_checkpoint(path)
-    config = load_config(data=state["config"])
-    family = make_family(config)
     rng = np.random.default_rng(seed)
-    env = make_env(family, config, rng)
-    policy = build_policy(config, env.single_observation_space, env.single_action_space)
-    policy.load_state_dict(state["model"])
+    state, config, _, env, policy = load_for_sampling(path, rng)
     steps = training_inner_steps(config)
     if steps == 0:
         raise SystemExit(f"{path}: method {config.method} takes no inner step in training")
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=steps + 1)]
-    batch, stats = sample_meta_batch(env, policy, config, seeds, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
     env.close()
     meta = {k: v.detach() for k, v in params_of(policy).items()}
     first = batch.train[0][0]  # the episodes of the first inner step, from the meta-parameters

@@ -9,8 +9,8 @@ improvement of its full step relative to the all-episode step's (means over
 of session 4: the inner Hessians and the KL's Hessian taken where an adaptation
 on the subsample alone would have gone, not where the policies were adapted.
 
-    python experiments/fisher_subsample.py experiments/results/compare-navigation/maml-seed0/checkpoint.pt \\
-        --fractions 0.1 0.25 --batches 5
+    RUN=experiments/results/compare-navigation/maml-seed0
+    python experiments/fisher_subsample.py $RUN/checkpoint.pt --fractions 0.1 0.25 --batches 5
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ import argparse
 import numpy as np
 import torch
 
-from metarl.checkpoint import load_checkpoint
-from metarl.cli import make_family
-from metarl.config import load_config
 from metarl.functional import call, flatten, params_of, unflatten
 from metarl.rl import maml_trpo
 from metarl.rl.fisher import adaptation_fisher_product, adaptation_points, subsample_episodes
 from metarl.rl.losses import inner_loss, mean_kl, surrogate, surrogate_loss
-from metarl.rl.train import build_policy, make_env
+from metarl.rl.train import load_for_sampling
 from metarl.rl.trpo import conjugate_gradient
 
 
@@ -84,13 +81,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    state = load_checkpoint(args.checkpoint)
-    config = load_config(data=state["config"])
-    family = make_family(config)
     rng = np.random.default_rng(2026)
-    env = make_env(family, config, rng)
-    policy = build_policy(config, env.single_observation_space, env.single_action_space)
-    policy.load_state_dict(state["model"])
+    state, config, family, env, policy = load_for_sampling(args.checkpoint, rng)
     generator = torch.Generator().manual_seed(0)
     rows: dict[str, list] = {}
     for _ in range(args.batches):

@@ -9,8 +9,12 @@ from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
 from metarl.functional import call, expand_params, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
-from metarl.rl.fisher import (adaptation_fisher_product, adaptation_points,
-                              adapted_fisher_product, subsample_episodes)
+from metarl.rl.fisher import (
+    adaptation_fisher_product,
+    adaptation_points,
+    adapted_fisher_product,
+    subsample_episodes,
+)
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
 from metarl.rl.maml_trpo import adapt_policy, sample_meta_batch
 from metarl.rl.trpo import fisher_vector_product

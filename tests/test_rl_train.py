@@ -144,3 +144,18 @@ def test_evaluating_a_checkpoint_of_another_family_is_a_clear_error(tmp_path, ca
     assert not (tmp_path / "nav" / "evaluation.json").exists()
     assert main(["evaluate", str(tmp_path), "--tasks", "2"]) == 2  # not a run directory
     assert "not a metarl run directory" in capsys.readouterr().err
+
+
+def test_load_for_sampling_restores_the_checkpoints_policy(tmp_path):
+    import numpy as np
+
+    from metarl.rl.train import load_for_sampling
+
+    run = tmp_path / "run"
+    train(config("iterations=1"), make_family(config()), run, progress=False)
+    state, cfg, _, env, policy = load_for_sampling(run / "checkpoint.pt",
+                                                   np.random.default_rng(0))
+    assert cfg.kind == "rl" and env.num_tasks == cfg.meta_batch_size
+    for name, value in policy.state_dict().items():
+        assert torch.equal(value, state["model"][name])
+    env.close()

@@ -26,8 +26,12 @@ from metarl.functional import Params, call, detach_params, expand_params, params
 from metarl.meta import adapt
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.fisher import (adaptation_fisher_product, adaptation_points,
-                              adapted_fisher_product, subsample_episodes)
+from metarl.rl.fisher import (
+    adaptation_fisher_product,
+    adaptation_points,
+    adapted_fisher_product,
+    subsample_episodes,
+)
 from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
@@ -47,16 +51,22 @@ class MetaBatch:
     """Everything one meta-iteration sampled; the TRPO step only reads it.
 
     train: per inner step, (episodes, advantages) used for that step's update.
-    valid: episodes of the adapted policies, with their advantages, the
-    adapted (stacked, constant) parameters that sampled them and their
-    log-probabilities under those parameters.
+    points: the stacked (T, ...) constant parameters before every inner step and
+    after the last (``rl.fisher.adaptation_points``): they sampled ``train``'s
+    episodes and ``valid``.
+    valid: episodes of the adapted policies, with their advantages and their
+    log-probabilities under the parameters that sampled them (``valid_params``).
     """
 
     train: list[tuple[Episodes, Tensor]]
+    points: list[Params]
     valid: Episodes
     valid_advantages: Tensor
-    valid_params: Params
     valid_log_probs: Tensor
+
+    @property
+    def valid_params(self) -> Params:
+        return self.points[-1]
 
 
 def training_inner_steps(config) -> int:
@@ -109,6 +119,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     weight = shard.weight(config.meta_batch_size)  # 1 for one process
     train: list[tuple[Episodes, Tensor]] = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
+    points = [params]
     inner_steps = training_inner_steps(config)
     for step in range(inner_steps + 1):
         tick = time.perf_counter()
@@ -124,6 +135,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
         # One step from the current constants equals the whole chain from the
         # meta-parameters that the TRPO closures differentiate.
         params = adapted_values(policy, params, episodes, adv, loss, config.inner_lr)
+        points.append(params)
         stats["time/adaptation"] += time.perf_counter() - tick
     with torch.no_grad():
         old_log_probs = log_probs(policy, params, episodes)
@@ -132,7 +144,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     if shard.world_size > 1:  # returns: means over all tasks; env steps: the total
         keys = [k for k in stats if k.startswith("return/")] + ["env_steps"]
         stats.update(zip(keys, shard.sum_floats(*[stats[k] for k in keys])))
-    return MetaBatch(train, episodes, adv, params, old_log_probs), stats
+    return MetaBatch(train, points, episodes, adv, old_log_probs), stats
 
 
 def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
@@ -159,15 +171,13 @@ def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, con
     # The adaptation's Jacobian is estimated on the same share of training episodes,
     # at the points the adaptation on all episodes went through: the KL's Hessian
     # is the Fisher matrix only at the policies that sampled ``valid``.
-    loss = inner_loss(config.inner_objective)
-    points = adaptation_points(policy, meta_params, batch.train, loss, config.inner_lr,
-                               valid.num_tasks)
     train = []
     for episodes, adv in batch.train:
         part = subsample_episodes(episodes, fraction)
         train.append((part, adv[:, :part.episodes_per_task]))
+    loss = inner_loss(config.inner_objective)
     return adaptation_fisher_product(policy, meta_params, train, loss, config.inner_lr,
-                                     config.first_order, valid, old_dist, points)
+                                     config.first_order, valid, old_dist, batch.points)
 
 
 def meta_update(policy: nn.Module, batch: MetaBatch, config,
