@@ -6,7 +6,8 @@ from metarl.meta.adapt import adapt
 from metarl.models import GaussianPolicy
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
-from metarl.rl.trpo import conjugate_gradient, fisher_vector_product, trpo_step
+from metarl.rl.trpo import (conjugate_gradient, conjugate_gradient_with_residual,
+                            fisher_vector_product, trpo_step)
 
 T, E, H = 2, 3, 4
 
@@ -33,6 +34,20 @@ def test_conjugate_gradient_solves_spd_system():
     assert (conjugate_gradient(lambda v: a @ v, torch.zeros(10, dtype=torch.float64)) == 0).all()
     with pytest.raises(ValueError, match="flat"):
         conjugate_gradient(lambda v: v, torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("iters", [1, 3, 10])
+def test_conjugate_gradient_residual_gives_the_product_without_another(iters):
+    # TRPO scales its step with x^T A x = x^T (b - r); r must be b - A x at any stage,
+    # not only at convergence (10 iterations stop short on a 10 000-parameter policy).
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(40, 40, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.1 * torch.eye(40, dtype=torch.float64)
+    b = torch.randn(40, generator=g, dtype=torch.float64)
+    x, residual = conjugate_gradient_with_residual(lambda v: a @ v, b, iters=iters)
+    torch.testing.assert_close(residual, b - a @ x, rtol=1e-9, atol=1e-9)
+    assert residual.norm() > 1e-3  # unconverged: the identity is not trivially r = 0
+    torch.testing.assert_close(x @ (b - residual), x @ a @ x)
 
 
 def kl_at(policy, episodes, old_params, adapt_with=None):
