@@ -18,10 +18,10 @@ import argparse
 import numpy as np
 import torch
 
+from metarl.cli import load_for_sampling
 from metarl.functional import call, expand_params, params_of
 from metarl.rl.losses import mean_kl
 from metarl.rl.maml_trpo import sample_meta_batch, training_inner_steps
-from metarl.rl.train import load_for_sampling
 
 
 def describe(path: str, seed: int) -> str:

@@ -20,11 +20,11 @@ import argparse
 import numpy as np
 import torch
 
+from metarl.cli import load_for_sampling
 from metarl.functional import call, flatten, params_of, unflatten
 from metarl.rl import maml_trpo
 from metarl.rl.fisher import adaptation_fisher_product, adaptation_points, subsample_episodes
 from metarl.rl.losses import inner_loss, mean_kl, surrogate, surrogate_loss
-from metarl.rl.train import load_for_sampling
 from metarl.rl.trpo import conjugate_gradient
 
 

@@ -33,6 +33,24 @@ def make_family(config):
     return family
 
 
+def load_for_sampling(checkpoint: str | Path, rng):
+    """(state, config, family, env, policy) of an RL checkpoint file, for analyses:
+    the policy holds the checkpoint's parameters, the env a first meta-batch of
+    tasks drawn from ``rng`` (a ``numpy.random.Generator``)."""
+    from metarl.checkpoint import load_checkpoint
+    from metarl.rl.train import build_policy, make_env
+
+    state = load_checkpoint(checkpoint)
+    config = load_config(data=state["config"])
+    if config.kind != "rl":
+        raise ConfigError(f"{checkpoint}: a {config.kind} checkpoint, not an RL one")
+    family = make_family(config)
+    env = make_env(family, config, rng)
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    policy.load_state_dict(state["model"])
+    return state, config, family, env, policy
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     if args.config is None and not args.resume:
         raise ConfigError("train needs a CONFIG file (or --resume with --run-dir)")

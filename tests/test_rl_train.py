@@ -149,7 +149,7 @@ def test_evaluating_a_checkpoint_of_another_family_is_a_clear_error(tmp_path, ca
 def test_load_for_sampling_restores_the_checkpoints_policy(tmp_path):
     import numpy as np
 
-    from metarl.rl.train import load_for_sampling
+    from metarl.cli import load_for_sampling
 
     run = tmp_path / "run"
     train(config("iterations=1"), make_family(config()), run, progress=False)

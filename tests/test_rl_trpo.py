@@ -6,8 +6,12 @@ from metarl.meta.adapt import adapt
 from metarl.models import GaussianPolicy
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
-from metarl.rl.trpo import (conjugate_gradient, conjugate_gradient_with_residual,
-                            fisher_vector_product, trpo_step)
+from metarl.rl.trpo import (
+    conjugate_gradient,
+    conjugate_gradient_with_residual,
+    fisher_vector_product,
+    trpo_step,
+)
 
 T, E, H = 2, 3, 4
 

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarl.checkpoint import load_checkpoint, restore_rng, rng_state
-from metarl.config import ConfigError, load_config
+from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
@@ -41,23 +40,6 @@ def make_env(family, config, rng: np.random.Generator, shard: Shard = SINGLE_PRO
     """The family's vector env over this process's block of the first meta-batch."""
     tasks = family.sample_tasks(rng, config.meta_batch_size)
     return family.make_vector_env(tasks[shard.tasks(len(tasks))], config.episodes_per_task)
-
-
-def load_for_sampling(checkpoint: str | Path, rng: np.random.Generator):
-    """(state, config, family, env, policy) of an RL checkpoint file, for analyses:
-    the policy holds the checkpoint's parameters, the env a first meta-batch of
-    tasks drawn from ``rng``."""
-    from metarl.cli import make_family
-
-    state = load_checkpoint(checkpoint)
-    config = load_config(data=state["config"])
-    if config.kind != "rl":
-        raise ConfigError(f"{checkpoint}: a {config.kind} checkpoint, not an RL one")
-    family = make_family(config)
-    env = make_env(family, config, rng)
-    policy = build_policy(config, env.single_observation_space, env.single_action_space)
-    policy.load_state_dict(state["model"])
-    return state, config, family, env, policy
 
 
 def train(config, family, run_dir: str | Path, resume: bool = False,
