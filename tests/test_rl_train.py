@@ -54,22 +54,25 @@ def test_unknown_family_is_a_config_error():
         make_family(config("env=HalfCheetahVelo"))
 
 
-def test_cli_trains_rl_config(tmp_path):
+def train_with_cli(tmp_path, yaml_text):
+    """Write ``yaml_text`` as a config, train it small with ``metarl train``: the run dir."""
     path = tmp_path / "nav.yaml"
-    path.write_text("kind: rl\nenv: metarl/Navigation2D-v0\niterations: 2\n")
-    args = ["train", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]
-    assert main(args + [f"--set={s}" for s in SMALL]) == 0
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
+    path.write_text(yaml_text)
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]
+                + [f"--set={s}" for s in SMALL]) == 0
+    return run
+
+
+def test_cli_trains_rl_config(tmp_path):
+    run = train_with_cli(tmp_path, "kind: rl\nenv: metarl/Navigation2D-v0\niterations: 2\n")
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 2
 
 
 def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
     import json
 
-    path = tmp_path / "nav.yaml"
-    path.write_text("kind: rl\nenv: Navigation2D\niterations: 2\n")
-    run = tmp_path / "run"
-    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]
-                + [f"--set={s}" for s in SMALL]) == 0
+    run = train_with_cli(tmp_path, "kind: rl\nenv: Navigation2D\niterations: 2\n")
     out = [tmp_path / "a.json", tmp_path / "b.json"]
     for o in out:
         assert main(["evaluate", str(run), "--steps", "2", "--tasks", "4", "--episodes", "3",
@@ -84,11 +87,7 @@ def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
 def test_evaluation_takes_the_configs_eval_episodes_unless_told(tmp_path):
     import json
 
-    path = tmp_path / "nav.yaml"
-    path.write_text("kind: rl\nenv: Navigation2D\niterations: 1\neval_episodes: 5\n")
-    run = tmp_path / "run"
-    assert main(["train", str(path), "--run-dir", str(run), "--quiet"]
-                + [f"--set={s}" for s in SMALL]) == 0
+    run = train_with_cli(tmp_path, "kind: rl\nenv: Navigation2D\niterations: 1\neval_episodes: 5\n")
     common = ["evaluate", str(run), "--steps", "1", "--tasks", "2"]
     assert main(common + ["--out", str(tmp_path / "config.json")]) == 0
     assert main(common + ["--episodes", "3", "--out", str(tmp_path / "told.json")]) == 0
