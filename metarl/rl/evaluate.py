@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from metarl.functional import detach_params, expand_params, params_of
+from metarl.rl.fisher import adapted_values
 from metarl.rl.losses import inner_loss
-from metarl.rl.maml_trpo import adapted_values, advantages
+from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
 
 

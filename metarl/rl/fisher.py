@@ -82,18 +82,24 @@ def adapted_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
     return product
 
 
+def adapted_values(policy: nn.Module, params: Mapping[str, Tensor], episodes: Episodes,
+                   adv: Tensor, loss: PolicyLoss, lr: float) -> dict[str, Tensor]:
+    """One inner step (``metarl.meta.adapt``) from constant stacked ``params``, as
+    constants (for sampling and for the points of ``adaptation_points``)."""
+    params = {k: v.requires_grad_() for k, v in detach_params(params).items()}
+    return detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv), lr, 1,
+                               first_order=True))
+
+
 def adaptation_points(policy: nn.Module, meta_params: Mapping[str, Tensor],
                       train: list[tuple[Episodes, Tensor]], inner_loss: PolicyLoss,
                       inner_lr: float, num_tasks: int) -> list[dict[str, Tensor]]:
     """The stacked (T, ...) parameters before every inner step and after the last,
-    as constants: len(train) + 1 points, the first the meta-parameters. Each step
-    is ``metarl.meta.adapt``'s, as in the adaptation it stands for."""
+    as constants: len(train) + 1 points, the first the meta-parameters; each step
+    is ``adapted_values``, as in sampling."""
     points = [detach_params(expand_params(meta_params, num_tasks))]
     for episodes, adv in train:
-        leaves = {k: v.clone().requires_grad_() for k, v in points[-1].items()}
-        step = adapt(lambda p, batch: inner_loss(policy, p, *batch), leaves, (episodes, adv),
-                     inner_lr, 1, first_order=True)
-        points.append(detach_params(step))
+        points.append(adapted_values(policy, points[-1], episodes, adv, inner_loss, inner_lr))
     return points
 
 

@@ -30,9 +30,10 @@ from metarl.rl.fisher import (
     adaptation_fisher_product,
     adaptation_points,
     adapted_fisher_product,
+    adapted_values,
     subsample_episodes,
 )
-from metarl.rl.losses import PolicyLoss, inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
+from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
 from metarl.rl.trpo import trpo_step
@@ -91,14 +92,6 @@ def adapt_policy(policy: nn.Module, meta_params: Mapping[str, Tensor],
         params = adapt(lambda p, batch: loss(policy, p, *batch), params, (episodes, adv),
                        config.inner_lr, 1, config.first_order)
     return params
-
-
-def adapted_values(policy: nn.Module, params: Params, episodes: Episodes, adv: Tensor,
-                   loss: PolicyLoss, lr: float) -> Params:
-    """One inner step from constant stacked ``params``, as constants (for sampling)."""
-    params = {k: v.requires_grad_() for k, v in detach_params(params).items()}
-    return detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv), lr, 1,
-                               first_order=True))
 
 
 def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
