@@ -23,7 +23,8 @@ import torch
 from metarl.cli import load_for_sampling
 from metarl.functional import call, flatten, params_of, unflatten
 from metarl.rl import maml_trpo
-from metarl.rl.fisher import adaptation_fisher_product, adaptation_points, subsample_episodes
+from metarl.rl.adaptation import adapt_through, inner_iterates
+from metarl.rl.fisher import autograd_product, subsample_episodes
 from metarl.rl.losses import inner_loss, mean_kl, surrogate, surrogate_loss
 from metarl.rl.trpo import conjugate_gradient
 
@@ -31,7 +32,7 @@ from metarl.rl.trpo import conjugate_gradient
 def trpo_direction(product, grad: torch.Tensor, config) -> torch.Tensor:
     """The full TRPO step for Fisher product ``product``: (n,) like ``grad``."""
     fvp = lambda v: product(v) + config.cg_damping * v
-    x = conjugate_gradient(fvp, -grad, iters=config.cg_iters)
+    x, _ = conjugate_gradient(fvp, -grad, iters=config.cg_iters)
     return x * torch.sqrt(config.max_kl / (0.5 * x @ fvp(x)))
 
 
@@ -40,15 +41,16 @@ def compare_on_batch(policy, config, batch, fractions: list[float]) -> dict[str,
     meta = {k: v.detach() for k, v in params_of(policy).items()}
     tasks, loss = batch.valid.num_tasks, inner_loss(config.inner_objective)
     flat = flatten(meta).clone().requires_grad_()
-    before = surrogate_loss(policy, maml_trpo.adapt_policy(policy, unflatten(flat, meta),
-                                                           batch.train, config, tasks),
+    before = surrogate_loss(policy, adapt_through(policy, unflatten(flat, meta), batch.train,
+                                                  loss, config.inner_lr, config.first_order,
+                                                  tasks),
                             batch.valid, batch.valid_advantages, batch.valid_log_probs)
     (grad,) = torch.autograd.grad(before, flat)
     old = call(policy, batch.valid_params, batch.valid.obs)
 
     def improvement(step):
         candidate = unflatten(flat.detach() + step, meta)
-        adapted = maml_trpo.adapted_constants(policy, candidate, batch.train, config, tasks)
+        adapted = inner_iterates(policy, candidate, batch.train, loss, config.inner_lr, tasks)[-1]
         with torch.no_grad():
             dist = call(policy, adapted, batch.valid.obs)
             after = surrogate(dist.log_prob(batch.valid.actions), batch.valid_log_probs,
@@ -56,9 +58,9 @@ def compare_on_batch(policy, config, batch, fractions: list[float]) -> dict[str,
             return before.item() - after.item(), mean_kl(old, dist, batch.valid.mask).item()
 
     args = (loss, config.inner_lr, config.first_order)
-    reference = trpo_direction(adaptation_fisher_product(policy, meta, batch.train, *args,
-                                                         batch.valid, old), grad, config)
-    points = adaptation_points(policy, meta, batch.train, loss, config.inner_lr, tasks)
+    reference = trpo_direction(autograd_product(policy, meta, batch.train, *args,
+                                                batch.valid, old), grad, config)
+    points = inner_iterates(policy, meta, batch.train, loss, config.inner_lr, tasks)
     results = {"all episodes": (1.0, *improvement(reference))}
     for fraction in fractions:
         valid = subsample_episodes(batch.valid, fraction)
@@ -66,8 +68,8 @@ def compare_on_batch(policy, config, batch, fractions: list[float]) -> dict[str,
         train = [(subsample_episodes(e, fraction), a[:, :keep]) for e, a in batch.train]
         sub_old = call(policy, batch.valid_params, valid.obs)
         for name, at in (("real points", points), ("subsample points", None)):
-            step = trpo_direction(adaptation_fisher_product(policy, meta, train, *args, valid,
-                                                            sub_old, at), grad, config)
+            step = trpo_direction(autograd_product(policy, meta, train, *args, valid,
+                                                   sub_old, at), grad, config)
             cosine = torch.nn.functional.cosine_similarity(step, reference, dim=0).item()
             results[f"{fraction:g}, {name}"] = (cosine, *improvement(step))
     return results

@@ -22,7 +22,7 @@ from metarl.distributed import local_device
 
 # Keys that may change when a run is resumed: they do not change the computation.
 RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads",
-                  "time_limit_minutes", "eval_episodes"}
+                  "time_limit_minutes", "eval_episodes", "fisher_backend"}
 
 
 def resolve_device(name: str) -> torch.device:

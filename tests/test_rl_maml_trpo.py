@@ -9,15 +9,27 @@ from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
 from metarl.functional import call, expand_params, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
-from metarl.rl.fisher import (
-    adaptation_fisher_product,
-    adaptation_points,
-    adapted_fisher_product,
-    subsample_episodes,
-)
+from metarl.rl.adaptation import adapt_through, inner_iterates
+from metarl.rl.fisher import autograd_product, subsample_episodes, third_order_product
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
-from metarl.rl.maml_trpo import adapt_policy, sample_meta_batch
-from metarl.rl.trpo import fisher_vector_product
+from metarl.rl.maml_trpo import sample_meta_batch
+
+
+def adapt_policy(policy, params, train, config):
+    return adapt_through(policy, params, train, inner_loss(config.inner_objective),
+                         config.inner_lr, config.first_order)
+
+
+def adapted_fisher_product(policy, meta, adapted, valid, old):
+    """F' alone: the double-backward product with no adaptation Jacobian."""
+    return autograd_product(policy, meta, [], inner_loss("reinforce"), 0.0, True, valid, old,
+                            [adapted])
+
+
+def hessian_product(fn, flat):
+    """v -> Hessian of fn(flat) at flat, times v (the brute force of every test here)."""
+    like = {"flat": flat.detach()}
+    return third_order_product(lambda p: fn(p["flat"]), like)
 
 
 def small_batch(inner_objective="reinforce", first_order=False, inner_steps=2):
@@ -76,13 +88,13 @@ def test_structured_fisher_product_equals_brute_force(inner_objective, first_ord
     meta = {k: v.detach() for k, v in params_of(policy).items()}
     adapted = adapt_policy(policy, require_grad(meta), batch.train, config)
     old = call(policy, {k: v.detach() for k, v in adapted.items()}, batch.valid.obs)
-    flat = flatten(meta).clone().requires_grad_()
-    kl = lambda: mean_kl(old, call(policy, adapt_policy(policy, unflatten(flat, meta),
-                                                        batch.train, config), batch.valid.obs),
-                         batch.valid.mask)
-    brute = fisher_vector_product(kl, [flat], damping=0.0)
-    fast = adaptation_fisher_product(policy, meta, batch.train, inner_loss(inner_objective),
-                                     config.inner_lr, first_order, batch.valid, old)
+    flat = flatten(meta)
+    kl = lambda f: mean_kl(old, call(policy, adapt_policy(policy, unflatten(f, meta),
+                                                          batch.train, config), batch.valid.obs),
+                           batch.valid.mask)
+    brute = hessian_product(kl, flat)
+    fast = autograd_product(policy, meta, batch.train, inner_loss(inner_objective),
+                            config.inner_lr, first_order, batch.valid, old)
     for seed in range(3):
         v = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(seed),
                         dtype=torch.float64)
@@ -97,10 +109,10 @@ def test_adapted_fisher_product_is_the_kl_hessian_at_the_adapted_policies():
     adapted = {k: v.detach() for k, v in
                adapt_policy(policy, require_grad(meta), batch.train, config).items()}
     old = call(policy, adapted, batch.valid.obs)
-    delta = torch.zeros(flatten(meta).numel(), dtype=torch.float64, requires_grad=True)
-    shifted = lambda: {k: adapted[k] + d for k, d in unflatten(delta, meta).items()}
-    kl = lambda: mean_kl(old, call(policy, shifted(), batch.valid.obs), batch.valid.mask)
-    brute = fisher_vector_product(kl, [delta], damping=0.0)
+    delta = torch.zeros(flatten(meta).numel(), dtype=torch.float64)
+    shifted = lambda d: {k: adapted[k] + x for k, x in unflatten(d, meta).items()}
+    kl = lambda d: mean_kl(old, call(policy, shifted(d), batch.valid.obs), batch.valid.mask)
+    brute = hessian_product(kl, delta)
     fast = adapted_fisher_product(policy, meta, adapted, batch.valid, old)
     v = torch.randn(delta.numel(), generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
@@ -113,8 +125,8 @@ def test_adapted_fisher_product_is_exact_for_first_order_maml():
     adapted = {k: v.detach() for k, v in
                adapt_policy(policy, require_grad(meta), batch.train, config).items()}
     old = call(policy, adapted, batch.valid.obs)
-    exact = adaptation_fisher_product(policy, meta, batch.train, inner_loss("reinforce"),
-                                      config.inner_lr, True, batch.valid, old)
+    exact = autograd_product(policy, meta, batch.train, inner_loss("reinforce"),
+                             config.inner_lr, True, batch.valid, old)
     fast = adapted_fisher_product(policy, meta, adapted, batch.valid, old)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
@@ -132,7 +144,7 @@ def test_subsampled_fisher_product_is_taken_where_the_adaptation_went(first_orde
     meta = {k: v.detach() for k, v in params_of(policy).items()}
     loss, lr = inner_loss("reinforce"), config.inner_lr
     half = [(subsample_episodes(e, 0.5), a[:, :2]) for e, a in batch.train]
-    points = adaptation_points(policy, meta, batch.train, loss, lr, num_tasks=3)
+    points = inner_iterates(policy, meta, batch.train, loss, lr, num_tasks=3)
     old = call(policy, points[-1], batch.valid.obs)
 
     def inner_grads(params, episodes, adv, create_graph):
@@ -150,13 +162,11 @@ def test_subsampled_fisher_product_is_taken_where_the_adaptation_went(first_orde
             phi = {k: phi[k] - lr * (moving[k] - at_p[k] + full_at_p[k]) for k in phi}
         return phi
 
-    flat = flatten(meta).clone().requires_grad_()
-    kl = lambda: mean_kl(old, call(policy, chain(flat), batch.valid.obs), batch.valid.mask)
-    brute = fisher_vector_product(kl, [flat], damping=0.0)
-    fast = adaptation_fisher_product(policy, meta, half, loss, lr, first_order, batch.valid, old,
-                                     points)
-    at_half_points = adaptation_fisher_product(policy, meta, half, loss, lr, first_order,
-                                               batch.valid, old)
+    flat = flatten(meta)
+    kl = lambda f: mean_kl(old, call(policy, chain(f), batch.valid.obs), batch.valid.mask)
+    brute = hessian_product(kl, flat)
+    fast = autograd_product(policy, meta, half, loss, lr, first_order, batch.valid, old, points)
+    at_half_points = autograd_product(policy, meta, half, loss, lr, first_order, batch.valid, old)
     v = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     torch.testing.assert_close(fast(v), brute(v), rtol=1e-7, atol=1e-10)
     # Taken where the half-episode adaptation went, it is another matrix.

@@ -5,13 +5,9 @@ from metarl.functional import call, detach_params, expand_params, flatten, param
 from metarl.meta.adapt import adapt
 from metarl.models import GaussianPolicy
 from metarl.rl.episodes import Episodes
+from metarl.rl.fisher import third_order_product
 from metarl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
-from metarl.rl.trpo import (
-    conjugate_gradient,
-    conjugate_gradient_with_residual,
-    fisher_vector_product,
-    trpo_step,
-)
+from metarl.rl.trpo import conjugate_gradient, natural_gradient_step, trpo_step
 
 T, E, H = 2, 3, 4
 
@@ -33,9 +29,10 @@ def test_conjugate_gradient_solves_spd_system():
     m = torch.randn(10, 10, generator=g, dtype=torch.float64)
     a = m @ m.T + 0.5 * torch.eye(10, dtype=torch.float64)
     b = torch.randn(10, generator=g, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=30, residual_tol=1e-24)
+    x, _ = conjugate_gradient(lambda v: a @ v, b, iters=30, residual_tol=1e-24)
     torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-8, atol=1e-10)
-    assert (conjugate_gradient(lambda v: a @ v, torch.zeros(10, dtype=torch.float64)) == 0).all()
+    zero, _ = conjugate_gradient(lambda v: a @ v, torch.zeros(10, dtype=torch.float64))
+    assert (zero == 0).all()
     with pytest.raises(ValueError, match="flat"):
         conjugate_gradient(lambda v: v, torch.zeros(2, 2))
 
@@ -48,7 +45,7 @@ def test_conjugate_gradient_residual_gives_the_product_without_another(iters):
     m = torch.randn(40, 40, generator=g, dtype=torch.float64)
     a = m @ m.T + 0.1 * torch.eye(40, dtype=torch.float64)
     b = torch.randn(40, generator=g, dtype=torch.float64)
-    x, residual = conjugate_gradient_with_residual(lambda v: a @ v, b, iters=iters)
+    x, residual = conjugate_gradient(lambda v: a @ v, b, iters=iters)
     torch.testing.assert_close(residual, b - a @ x, rtol=1e-9, atol=1e-9)
     assert residual.norm() > 1e-3  # unconverged: the identity is not trivially r = 0
     torch.testing.assert_close(x @ (b - residual), x @ a @ x)
@@ -82,11 +79,10 @@ def test_fisher_vector_product_equals_explicit_hessian(through_adaptation):
     kl = kl_at(policy, episodes, old_params, inner)
 
     hessian = torch.autograd.functional.hessian(kl, start)
-    flat = start.clone().requires_grad_()
-    fvp = fisher_vector_product(lambda: kl(flat), [flat], damping=0.1)
+    fvp = third_order_product(lambda p: kl(p["flat"]), {"flat": start})
     v = torch.randn_like(start)
-    torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(fvp(2 * v), 2 * (hessian @ v + 0.1 * v), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(fvp(v), hessian @ v, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(fvp(2 * v), 2 * (hessian @ v), rtol=1e-8, atol=1e-10)
     # The KL's Hessian at its minimum is a Fisher matrix: symmetric positive semi-definite.
     assert torch.linalg.eigvalsh(hessian).min() > -1e-10
 
@@ -109,13 +105,40 @@ def surrogate_closures(policy, episodes, advantages, through_adaptation=False):
     return loss_fn, kl_fn
 
 
+def trpo(params, loss_fn, kl_fn, **kwargs):
+    """trpo_step with the third-order product of kl_fn and a line search on both closures."""
+    def evaluate(p):  # the closures may differentiate through an inner step: give leaves
+        p = {k: v.detach().requires_grad_() for k, v in p.items()}
+        return loss_fn(p).item(), kl_fn(p).item()
+
+    return trpo_step(params, loss_fn, third_order_product(kl_fn, params), evaluate, **kwargs)
+
+
+def test_preconditioned_conjugate_gradient_converges_faster_with_a_good_preconditioner():
+    g = torch.Generator().manual_seed(3)
+    scales = torch.logspace(-3, 2, 60, dtype=torch.float64).sqrt()
+    m = torch.randn(60, 60, generator=g, dtype=torch.float64) / 60
+    core = torch.eye(60, dtype=torch.float64) + m @ m.T  # well conditioned
+    a = scales[:, None] * core * scales[None, :]  # badly scaled: condition number ~1e5
+    b = torch.randn(60, generator=g, dtype=torch.float64)
+    exact = torch.linalg.solve(a, b)
+    plain, _ = conjugate_gradient(lambda v: a @ v, b, iters=10)
+    jacobi, residual = conjugate_gradient(lambda v: a @ v, b, iters=10,
+                                          preconditioner=lambda v: v / a.diagonal())
+    torch.testing.assert_close(residual, b - a @ jacobi, rtol=1e-9, atol=1e-9)
+    assert (jacobi - exact).norm() < 0.5 * (plain - exact).norm()
+    solved, _ = conjugate_gradient(lambda v: a @ v, b, iters=60, residual_tol=1e-28,
+                                   preconditioner=lambda v: v / a.diagonal())
+    torch.testing.assert_close(solved, exact, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("through_adaptation", [False, True])
 def test_trpo_step_improves_within_the_kl_bound(through_adaptation):
     policy, episodes, advantages = setup(1)
     before = {k: v.detach().clone() for k, v in params_of(policy).items()}
     loss_fn, kl_fn = surrogate_closures(policy, episodes, advantages, through_adaptation)
     max_kl = 1e-2
-    new, info = trpo_step(params_of(policy), loss_fn, kl_fn, max_kl=max_kl, damping=1e-5)
+    new, info = trpo(params_of(policy), loss_fn, kl_fn, max_kl=max_kl, damping=1e-5)
     assert info["accepted"] and info["improvement"] > 0
     assert 0 < info["kl"] <= max_kl
     assert info["expected_improvement"] > 0
@@ -138,7 +161,7 @@ def test_line_search_rejects_nan_and_restores():
         moved = not torch.equal(flatten(params).detach(), start)
         return loss + float("nan") if moved else loss
 
-    new, info = trpo_step(params_of(policy), nan_away_from_start, kl_fn, max_kl=1e-2,
+    new, info = trpo(params_of(policy), nan_away_from_start, kl_fn, max_kl=1e-2,
                           max_backtracks=4)
     assert not info["accepted"] and info["backtracks"] == 4
     torch.testing.assert_close(flatten(new), start, rtol=0, atol=0)
@@ -148,7 +171,7 @@ def test_zero_gradient_takes_no_step():
     policy, episodes, advantages = setup(3)
     _, kl_fn = surrogate_closures(policy, episodes, advantages)
     constant = lambda p: 0.0 * flatten(p).sum()
-    new, info = trpo_step(params_of(policy), constant, kl_fn, max_kl=1e-2)
+    new, info = trpo(params_of(policy), constant, kl_fn, max_kl=1e-2)
     assert not info["accepted"] and info["backtracks"] == 0
     torch.testing.assert_close(flatten(new), flatten(params_of(policy)).detach())
 
@@ -157,8 +180,8 @@ def test_argument_checks():
     policy, episodes, advantages = setup()
     loss_fn, kl_fn = surrogate_closures(policy, episodes, advantages)
     with pytest.raises(ValueError, match="max_kl"):
-        trpo_step(params_of(policy), loss_fn, kl_fn, max_kl=0.0)
+        trpo(params_of(policy), loss_fn, kl_fn, max_kl=0.0)
     with pytest.raises(ValueError, match="backtrack_ratio"):
-        trpo_step(params_of(policy), loss_fn, kl_fn, max_kl=0.01, backtrack_ratio=1.0)
+        trpo(params_of(policy), loss_fn, kl_fn, max_kl=0.01, backtrack_ratio=1.0)
     with pytest.raises(ValueError, match="damping"):
-        fisher_vector_product(lambda: torch.zeros(()), [], damping=-1.0)
+        natural_gradient_step(torch.ones(2), lambda v: v, 0.01, damping=-1.0, cg_iters=3)

@@ -42,6 +42,10 @@ class RLConfig:
         "exact", doc="Fisher-vector products: exact (through the adaptation, J^T F J, second "
         "order); adapted (Fisher of the adapted policies only; the line search keeps the exact "
         "KL); autograd (exact by third-order autograd, the slow reference)")
+    fisher_backend: Literal["auto", "structured", "autograd"] = spec(
+        "auto", doc="how exact and adapted products are computed: structured (written out for "
+        "metarl's MLP policies, ~2x faster), autograd (double backward, any model), auto "
+        "(structured where the policy allows it)")
     fisher_fraction: float = spec(
         1.0, low=0, low_open=True, high=1,
         doc="share of each task's validation episodes used in Fisher-vector products")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from metarl.functional import detach_params, expand_params, params_of
-from metarl.rl.fisher import adapted_values
+from metarl.rl.adaptation import inner_step
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
@@ -41,6 +41,6 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
         if step == steps:
             break
         adv = advantages(episodes_k, config.gamma, config.gae_lambda)
-        params = adapted_values(policy, params, episodes_k, adv, loss, rates[step])
+        params = inner_step(policy, params, episodes_k, adv, loss, rates[step])
     env.close()
     return np.stack(returns, axis=1)

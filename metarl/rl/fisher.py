@@ -1,4 +1,4 @@
-"""Fisher-vector products for the TRPO step of MAML-RL, without third derivatives.
+"""Fisher-vector products for the TRPO step of MAML-RL, from one factory.
 
 TRPO needs products with the Hessian of KL(theta) = KL(pi_old || pi_{theta'(theta)})
 at the current meta-parameters, where theta' = adapt(theta). By the chain rule
@@ -11,17 +11,19 @@ the adaptation: per inner step k, theta_{k+1} = theta_k - lr * g_k(theta_k),
 so J = prod_k (I - lr * H_k) with H_k the (symmetric) Hessian of step k's
 inner loss.
 
-Two products, selected by the config's ``fisher``:
+``make_fisher_product`` builds the config's product:
 
-- ``exact`` (``adaptation_fisher_product``): J^T F' J, two Hessian-vector
-  products per inner step and one with the KL, all second order, instead of
-  differentiating the KL's gradient through the adaptation (third order).
-  Same result, checked against that brute force in the tests.
-- ``adapted`` (``adapted_fisher_product``): F' alone, the Fisher of the adapted
-  policies, as if J = I (exact for first-order MAML). Much cheaper; the line
-  search still enforces the exact KL through the adaptation.
+- ``fisher: exact``: J^T F' J, two inner Hessian-vector products per step and one
+  Fisher product, all second order. ``fisher_backend`` says how: ``structured``
+  (``rl.mlp_fisher``, written out for metarl's MLP policies, ~2x faster) or
+  ``autograd`` (double backward, any model); ``auto`` takes the first where the
+  policy allows it.
+- ``fisher: adapted``: F' alone, the Fisher of the adapted policies, as if J = I
+  (exact for first-order MAML); the line search still enforces the exact KL.
+- ``fisher: autograd``: the third-order reference, differentiating the KL's
+  gradient through the adaptation (``third_order_product``).
 
-Both can use a subsample of the validation episodes (``subsample_episodes``).
+Exact and adapted can use a share of the validation episodes (``fisher_fraction``).
 """
 
 from __future__ import annotations
@@ -32,17 +34,13 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, distributions, nn
 
-from metarl.functional import call, detach_params, expand_params, flatten, unflatten
-from metarl.meta import adapt
+from metarl.functional import Params, call, detach_params, expand_params, flatten, unflatten
+from metarl.rl.adaptation import TrainBatches, inner_iterates
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import PolicyLoss, mean_kl
+from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
+from metarl.rl.mlp_fisher import Buffers, InnerHessian, PolicyFisher, mlp_layout
 
-FisherProduct = Callable[[Tensor], Tensor]
-
-
-def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
-    """Hessian-vector product from a gradient graph: d(grads . vectors)/d points."""
-    return list(torch.autograd.grad(grads, points, grad_outputs=vectors, retain_graph=True))
+FisherProduct = Callable[[Tensor], Tensor]  # flat v (size of the meta-parameters) -> F v
 
 
 def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
@@ -54,6 +52,74 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
                     rewards=episodes.rewards[:, :keep], mask=episodes.mask[:, :keep])
 
 
+def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
+                        train: TrainBatches, iterates: list[Params], valid: Episodes,
+                        config, kl_through_adaptation: Callable[[Params], Tensor]
+                        ) -> FisherProduct:
+    """The product the config asks for (``fisher``, ``fisher_backend``,
+    ``fisher_fraction``), at the ``inner_iterates`` of the real adaptation on ``train``.
+
+    kl_through_adaptation: meta-parameters -> KL of the re-adapted policies from
+    the sampling ones (used by ``fisher: autograd`` only).
+    """
+    if config.fisher == "autograd":
+        return third_order_product(kl_through_adaptation, meta_params)
+    fraction = config.fisher_fraction
+    valid = subsample_episodes(valid, fraction)
+    # The adaptation's Jacobian is estimated on the same share of training episodes,
+    # at the iterates the adaptation on all episodes went through: the KL's Hessian
+    # is the Fisher matrix only at the policies that sampled ``valid``.
+    train = [(part, adv[:, :part.episodes_per_task])
+             for part, adv in ((subsample_episodes(e, fraction), adv) for e, adv in train)]
+    if config.fisher == "adapted":  # no adaptation Jacobian: the Fisher at the last iterate
+        train, iterates = [], iterates[-1:]
+    layout = mlp_layout(policy)
+    if config.fisher_backend == "structured" and layout is None:
+        raise ValueError(f"fisher_backend: structured supports metarl's MLP policies, not "
+                         f"{type(policy).__name__}; use fisher_backend: autograd")
+    if layout is not None and config.fisher_backend != "autograd":
+        return structured_product(layout, meta_params, train, iterates, valid,
+                                  config.inner_objective, config.inner_lr, config.first_order)
+    with torch.no_grad():
+        old_dist = call(policy, iterates[-1], valid.obs)
+    return autograd_product(policy, meta_params, train, inner_loss(config.inner_objective),
+                            config.inner_lr, config.first_order, valid, old_dist, iterates)
+
+
+def structured_product(layout, meta_params: Mapping[str, Tensor], train: TrainBatches,
+                       iterates: list[Params], valid: Episodes, inner_objective: str,
+                       inner_lr: float, first_order: bool) -> FisherProduct:
+    """J^T F' J by ``rl.mlp_fisher`` (J = I when ``first_order`` or ``train`` is empty).
+
+    iterates: the adaptation's points, len(train) + 1.
+    """
+    like, buffers = detach_params(meta_params), Buffers()
+    fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
+    hessians = [] if first_order else [
+        InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
+        for (episodes, adv), point in zip(train, iterates)]
+
+    def jacobian_step(hessian: InnerHessian, u: Params) -> Params:  # (I - lr H_k) u
+        hu = hessian(u)
+        return {k: u[k] - inner_lr * hu[k] for k in u}
+
+    def product(vector: Tensor) -> Tensor:
+        u = expand_params(unflatten(vector, like), valid.num_tasks)
+        for hessian in hessians:
+            u = jacobian_step(hessian, u)
+        w = fisher(u)
+        for hessian in reversed(hessians):
+            w = jacobian_step(hessian, w)
+        return flatten([w[k].sum(dim=0) for k in like])
+
+    return product
+
+
+def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
+    """Hessian-vector product from a gradient graph: d(grads . vectors)/d points."""
+    return list(torch.autograd.grad(grads, points, grad_outputs=vectors, retain_graph=True))
+
+
 def _kl_hessian(policy: nn.Module, point: Mapping[str, Tensor], valid: Episodes,
                 old_dist: distributions.Distribution):
     """Leaves at the stacked ``point`` and the KL's gradient graph there."""
@@ -63,85 +129,43 @@ def _kl_hessian(policy: nn.Module, point: Mapping[str, Tensor], valid: Episodes,
     return leaves, list(torch.autograd.grad(kl, leaves, create_graph=True))
 
 
-def adapted_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
-                           adapted: Mapping[str, Tensor], valid: Episodes,
-                           old_dist: distributions.Distribution) -> FisherProduct:
-    """v (flat, size of meta_params) -> F' v, F' the Hessian of the KL w.r.t. the
-    stacked ``adapted`` parameters, applied to v in every task and summed over tasks.
-
-    old_dist: the adapted policies on ``valid.obs`` (constants).
-    """
-    like = {k: v.detach() for k, v in meta_params.items()}
-    leaves, kl_grads = _kl_hessian(policy, adapted, valid, old_dist)
-
-    def product(vector: Tensor) -> Tensor:
-        u = [t.contiguous() for t in expand_params(unflatten(vector, like),
-                                                   valid.num_tasks).values()]
-        return flatten([t.sum(dim=0) for t in _hvp(kl_grads, leaves, u)]).detach()
-
-    return product
-
-
-def adapted_values(policy: nn.Module, params: Mapping[str, Tensor], episodes: Episodes,
-                   adv: Tensor, loss: PolicyLoss, lr: float) -> dict[str, Tensor]:
-    """One inner step (``metarl.meta.adapt``) from constant stacked ``params``, as
-    constants (for sampling and for the points of ``adaptation_points``)."""
-    params = {k: v.requires_grad_() for k, v in detach_params(params).items()}
-    return detach_params(adapt(lambda p, b: loss(policy, p, *b), params, (episodes, adv), lr, 1,
-                               first_order=True))
-
-
-def adaptation_points(policy: nn.Module, meta_params: Mapping[str, Tensor],
-                      train: list[tuple[Episodes, Tensor]], inner_loss: PolicyLoss,
-                      inner_lr: float, num_tasks: int) -> list[dict[str, Tensor]]:
-    """The stacked (T, ...) parameters before every inner step and after the last,
-    as constants: len(train) + 1 points, the first the meta-parameters; each step
-    is ``adapted_values``, as in sampling."""
-    points = [detach_params(expand_params(meta_params, num_tasks))]
-    for episodes, adv in train:
-        points.append(adapted_values(policy, points[-1], episodes, adv, inner_loss, inner_lr))
-    return points
-
-
-def adaptation_fisher_product(
+def autograd_product(
     policy: nn.Module,
     meta_params: Mapping[str, Tensor],
-    train: list[tuple[Episodes, Tensor]],
+    train: TrainBatches,
     inner_loss: PolicyLoss,
     inner_lr: float,
     first_order: bool,
     valid: Episodes,
     old_dist: distributions.Distribution,
-    points: list[dict[str, Tensor]] | None = None,
+    iterates: list[dict[str, Tensor]] | None = None,
 ) -> FisherProduct:
-    """v (flat, size of meta_params) -> J^T F' J v, the Hessian of the adapted policies' KL.
+    """J^T F' J by double backward, for any model (J = I when ``first_order``).
 
-    train: per inner step, (episodes, advantages), as ``maml_trpo.adapt_policy``.
+    train: per inner step, (episodes, advantages).
     old_dist: the adapted policies at the current meta-parameters on ``valid.obs``.
-    points: ``adaptation_points`` of the real adaptation (default: of ``train``).
+    iterates: ``inner_iterates`` of the real adaptation (default: of ``train``).
     When ``train`` is a subsample of the episodes the policies were adapted on,
-    pass the points of the full adaptation: the inner Hessians are then estimated
+    pass the iterates of the full adaptation: the inner Hessians are then estimated
     on the subsample but taken where the adaptation really went, and the KL's
     Hessian is taken at ``old_dist``'s parameters, where it is the Fisher matrix.
     """
     names = list(meta_params)
     num_tasks = valid.num_tasks
-    if points is None:
-        points = adaptation_points(policy, meta_params, train, inner_loss, inner_lr, num_tasks)
-    if len(points) != len(train) + 1:
-        raise ValueError(f"need {len(train) + 1} adaptation points, got {len(points)}")
+    if iterates is None:
+        iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr, num_tasks)
+    if len(iterates) != len(train) + 1:
+        raise ValueError(f"need {len(train) + 1} adaptation iterates, got {len(iterates)}")
     steps = []  # per inner step: (point leaves, their inner-loss gradient graph)
-    for (episodes, adv), point in zip(train, points):
+    for (episodes, adv), point in zip([] if first_order else train, iterates):
         leaves = [point[k].detach().clone().requires_grad_() for k in names]
         loss = inner_loss(policy, dict(zip(names, leaves)), episodes, adv)
-        grads = list(torch.autograd.grad(loss, leaves, create_graph=not first_order))
+        grads = list(torch.autograd.grad(loss, leaves, create_graph=True))
         steps.append((leaves, grads))
-    final, kl_grads = _kl_hessian(policy, points[-1], valid, old_dist)
-    like = {k: v.detach() for k, v in meta_params.items()}
+    final, kl_grads = _kl_hessian(policy, iterates[-1], valid, old_dist)
+    like = detach_params(meta_params)
 
     def jacobian_step(leaves, grads, vectors):  # (I - lr H_k) u; H_k symmetric
-        if first_order:
-            return vectors
         return [u - inner_lr * h for u, h in zip(vectors, _hvp(grads, leaves, vectors))]
 
     def product(vector: Tensor) -> Tensor:
@@ -152,5 +176,21 @@ def adaptation_fisher_product(
         for leaves, grads in reversed(steps):
             w = jacobian_step(leaves, grads, w)
         return flatten([t.sum(dim=0) for t in w]).detach()
+
+    return product
+
+
+def third_order_product(kl_fn: Callable[[Params], Tensor],
+                        meta_params: Mapping[str, Tensor]) -> FisherProduct:
+    """v -> H v, H the Hessian of ``kl_fn`` (meta-parameters -> KL through the
+    adaptation) at ``meta_params``, by differentiating its gradient: third order
+    through the inner step, for any model. The slow reference."""
+    like = detach_params(meta_params)
+    flat = flatten(like).clone().requires_grad_()
+    (grad,) = torch.autograd.grad(kl_fn(unflatten(flat, like)), flat, create_graph=True)
+
+    def product(vector: Tensor) -> Tensor:
+        (hvp,) = torch.autograd.grad(grad @ vector.detach(), flat, retain_graph=True)
+        return hvp.detach()
 
     return product

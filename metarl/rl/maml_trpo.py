@@ -15,28 +15,21 @@ closures, so the meta-gradient, every line-search loss and KL, and (with
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from metarl.distributed import SINGLE_PROCESS, Shard
-from metarl.functional import Params, call, detach_params, expand_params, params_of
-from metarl.meta import adapt
+from metarl.functional import Params, call, detach_params, expand_params, flatten, params_of
+from metarl.rl.adaptation import TrainBatches, adapt_through, inner_iterates, inner_step
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.fisher import (
-    adaptation_fisher_product,
-    adaptation_points,
-    adapted_fisher_product,
-    adapted_values,
-    subsample_episodes,
-)
+from metarl.rl.fisher import make_fisher_product
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
-from metarl.rl.trpo import trpo_step
+from metarl.rl.trpo import check_trpo_arguments, flat_gradient, line_search, natural_gradient_step
 
 
 def advantages(episodes: Episodes, gamma: float, gae_lambda: float) -> Tensor:
@@ -52,22 +45,22 @@ class MetaBatch:
     """Everything one meta-iteration sampled; the TRPO step only reads it.
 
     train: per inner step, (episodes, advantages) used for that step's update.
-    points: the stacked (T, ...) constant parameters before every inner step and
-    after the last (``rl.fisher.adaptation_points``): they sampled ``train``'s
+    iterates: the stacked (T, ...) constant parameters before every inner step and
+    after the last (``rl.adaptation.inner_iterates``): they sampled ``train``'s
     episodes and ``valid``.
     valid: episodes of the adapted policies, with their advantages and their
     log-probabilities under the parameters that sampled them (``valid_params``).
     """
 
-    train: list[tuple[Episodes, Tensor]]
-    points: list[Params]
+    train: TrainBatches
+    iterates: list[Params]
     valid: Episodes
     valid_advantages: Tensor
     valid_log_probs: Tensor
 
     @property
     def valid_params(self) -> Params:
-        return self.points[-1]
+        return self.iterates[-1]
 
 
 def training_inner_steps(config) -> int:
@@ -77,21 +70,6 @@ def training_inner_steps(config) -> int:
     random: no training at all. All are fine-tuned the same way at test time.
     """
     return config.inner_steps if config.method == "maml" else 0
-
-
-def adapt_policy(policy: nn.Module, meta_params: Mapping[str, Tensor],
-                 train: list[tuple[Episodes, Tensor]], config,
-                 num_tasks: int | None = None) -> Params:
-    """Stacked (T, ...) adapted parameters after one inner step per train batch.
-
-    num_tasks: T, needed only when ``train`` is empty (no inner step).
-    """
-    loss = inner_loss(config.inner_objective)
-    params = expand_params(meta_params, num_tasks or train[0][0].num_tasks)
-    for episodes, adv in train:
-        params = adapt(lambda p, batch: loss(policy, p, *batch), params, (episodes, adv),
-                       config.inner_lr, 1, config.first_order)
-    return params
 
 
 def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
@@ -110,9 +88,9 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
         block = (shard.tasks(config.meta_batch_size), config.meta_batch_size)
         first_env = block[0].start * env.episodes_per_task
     weight = shard.weight(config.meta_batch_size)  # 1 for one process
-    train: list[tuple[Episodes, Tensor]] = []
+    train: TrainBatches = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
-    points = [params]
+    iterates = [params]
     inner_steps = training_inner_steps(config)
     for step in range(inner_steps + 1):
         tick = time.perf_counter()
@@ -127,8 +105,8 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
         tick = time.perf_counter()
         # One step from the current constants equals the whole chain from the
         # meta-parameters that the TRPO closures differentiate.
-        params = adapted_values(policy, params, episodes, adv, loss, config.inner_lr)
-        points.append(params)
+        params = inner_step(policy, params, episodes, adv, loss, config.inner_lr)
+        iterates.append(params)
         stats["time/adaptation"] += time.perf_counter() - tick
     with torch.no_grad():
         old_log_probs = log_probs(policy, params, episodes)
@@ -137,40 +115,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     if shard.world_size > 1:  # returns: means over all tasks; env steps: the total
         keys = [k for k in stats if k.startswith("return/")] + ["env_steps"]
         stats.update(zip(keys, shard.sum_floats(*[stats[k] for k in keys])))
-    return MetaBatch(train, points, episodes, adv, old_log_probs), stats
-
-
-def adapted_constants(policy: nn.Module, meta_params: Mapping[str, Tensor],
-                      train: list[tuple[Episodes, Tensor]], config, num_tasks: int) -> Params:
-    """The values of ``adapt_policy`` without any graph (for the line search)."""
-    return adaptation_points(policy, meta_params, train, inner_loss(config.inner_objective),
-                             config.inner_lr, num_tasks)[-1]
-
-
-def fisher_product(policy: nn.Module, meta_params: Params, batch: MetaBatch, config):
-    """The config's Fisher-vector product (``rl.fisher``) on its share of validation episodes.
-
-    None for ``fisher: autograd``: ``trpo_step`` then differentiates the KL's
-    gradient through the adaptation (third order, the slow reference).
-    """
-    if config.fisher == "autograd":
-        return None
-    fraction = config.fisher_fraction
-    valid = subsample_episodes(batch.valid, fraction)
-    with torch.no_grad():
-        old_dist = call(policy, batch.valid_params, valid.obs)
-    if config.fisher == "adapted":
-        return adapted_fisher_product(policy, meta_params, batch.valid_params, valid, old_dist)
-    # The adaptation's Jacobian is estimated on the same share of training episodes,
-    # at the points the adaptation on all episodes went through: the KL's Hessian
-    # is the Fisher matrix only at the policies that sampled ``valid``.
-    train = []
-    for episodes, adv in batch.train:
-        part = subsample_episodes(episodes, fraction)
-        train.append((part, adv[:, :part.episodes_per_task]))
-    loss = inner_loss(config.inner_objective)
-    return adaptation_fisher_product(policy, meta_params, train, loss, config.inner_lr,
-                                     config.first_order, valid, old_dist, batch.points)
+    return MetaBatch(train, iterates, episodes, adv, old_log_probs), stats
 
 
 def meta_update(policy: nn.Module, batch: MetaBatch, config,
@@ -178,47 +123,63 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
     """TRPO step on the policy's meta-parameters (written into the module).
 
     With several processes, every closure returns this process's weighted share
-    and ``trpo_step`` sums them, so all processes take the same step.
+    and is summed over processes, so all processes take the same step.
     """
-    meta_params = {k: v.detach() for k, v in params_of(policy).items()}
+    check_trpo_arguments(config.max_kl, config.line_search_ratio, config.line_search_steps)
+    meta_params = detach_params(params_of(policy))
     valid, num_tasks = batch.valid, batch.valid.num_tasks
+    loss, lr = inner_loss(config.inner_objective), config.inner_lr
     weight = shard.weight(config.meta_batch_size)  # 1 for one process
     with torch.no_grad():
         old_dist = call(policy, batch.valid_params, valid.obs)
 
+    def adapted(params: Params) -> Params:
+        return adapt_through(policy, params, batch.train, loss, lr, config.first_order,
+                             num_tasks)
+
     def surrogate_through_adaptation(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
-        return weight * surrogate_loss(policy, adapted, valid, batch.valid_advantages,
+        return weight * surrogate_loss(policy, adapted(params), valid, batch.valid_advantages,
                                        batch.valid_log_probs)
 
     def kl_through_adaptation(params: Params) -> Tensor:
-        adapted = adapt_policy(policy, params, batch.train, config, num_tasks)
-        return weight * mean_kl(old_dist, call(policy, adapted, valid.obs), valid.mask)
+        return weight * mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
-        adapted = adapted_constants(policy, params, batch.train, config, num_tasks)
+        adapted_values = inner_iterates(policy, params, batch.train, loss, lr, num_tasks)[-1]
         with torch.no_grad():
-            dist = call(policy, adapted, valid.obs)
-            loss = surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
-                             batch.valid_advantages, valid.mask)
-            return weight * loss.item(), weight * mean_kl(old_dist, dist, valid.mask).item()
+            dist = call(policy, adapted_values, valid.obs)
+            values = torch.stack([
+                surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
+                          batch.valid_advantages, valid.mask),
+                mean_kl(old_dist, dist, valid.mask)]).double()
+        loss_value, kl = shard.all_reduce(weight * values).tolist()
+        return loss_value, kl
 
     tick = time.perf_counter()
-    local_fisher = fisher_product(policy, meta_params, batch, config)
-    fisher = None if local_fisher is None else (lambda v: weight * local_fisher(v))
-    setup = time.perf_counter() - tick
-    new_params, info = trpo_step(meta_params, surrogate_through_adaptation,
-                                 kl_through_adaptation, config.max_kl, fvp_fn=fisher,
-                                 evaluate_fn=evaluate, damping=config.cg_damping,
-                                 cg_iters=config.cg_iters,
-                                 backtrack_ratio=config.line_search_ratio,
-                                 max_backtracks=config.line_search_steps,
-                                 all_reduce=shard.all_reduce)
+    loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
+    loss_before, grad = shard.all_reduce(loss_before).item(), shard.all_reduce(grad)
+    timing = {"time/gradient": time.perf_counter() - tick}
+    tick = time.perf_counter()
+    fisher = make_fisher_product(policy, meta_params, batch.train, batch.iterates, valid,
+                                 config, kl_through_adaptation)
+    product = (lambda v: shard.all_reduce(weight * fisher(v))) if config.fisher != "autograd" \
+        else (lambda v: shard.all_reduce(fisher(v)))
+    full_step = natural_gradient_step(grad, product, config.max_kl, config.cg_damping,
+                                      config.cg_iters)
+    timing["time/cg"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    if full_step is None:  # zero gradient or a broken Fisher product: no step
+        new_params, info = meta_params, {"accepted": False, "backtracks": 0,
+                                         "loss_after": loss_before, "kl": 0.0}
+    else:
+        new_params, info = line_search(evaluate, meta_params, flatten(meta_params), full_step,
+                                       loss_before,
+                                       config.max_kl, config.line_search_ratio,
+                                       config.line_search_steps)
+    timing["time/line_search"] = time.perf_counter() - tick
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(new_params[name])
-    return {"surrogate/before": info["loss_before"], "surrogate/after": info["loss_after"],
+    return {"surrogate/before": loss_before, "surrogate/after": info["loss_after"],
             "trpo/kl": info["kl"], "trpo/line_search_steps": info["backtracks"],
-            "trpo/accepted": float(info["accepted"]),
-            "time/gradient": info["time/gradient"], "time/cg": info["time/cg"] + setup,
-            "time/line_search": info["time/line_search"]}
+            "trpo/accepted": float(info["accepted"]), **timing}

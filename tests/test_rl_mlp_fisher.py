@@ -1,0 +1,177 @@
+"""The structured curvature products (rl.mlp_fisher) against autograd references."""
+
+import numpy as np
+import pytest
+import torch
+
+from envs.navigation import Navigation2DFamily
+from metarl.config import load_config
+from metarl.functional import call, detach_params, expand_params, flatten, params_of, unflatten
+from metarl.models import MLP, CategoricalPolicy, GaussianPolicy
+from metarl.rl.adaptation import adapt_through, inner_iterates
+from metarl.rl.episodes import Episodes
+from metarl.rl.fisher import (
+    make_fisher_product,
+    structured_product,
+    subsample_episodes,
+    third_order_product,
+)
+from metarl.rl.losses import inner_loss, mean_kl
+from metarl.rl.mlp_fisher import Buffers, InnerHessian, PolicyFisher, mlp_layout
+
+T, E, H = 3, 4, 6
+
+
+def synthetic_batch(policy, steps, discrete, seed=0):
+    """Random episodes with early terminations (mask), float64: ``steps`` train batches
+    and a validation batch, each with advantages."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, H + 1, (T, E), generator=g)
+    mask = (torch.arange(H) < lengths.unsqueeze(-1)).double()
+
+    def episodes():
+        obs = torch.randn(T, E, H, 3, generator=g, dtype=torch.float64)
+        actions = (torch.randint(0, 4, (T, E, H), generator=g) if discrete
+                   else torch.randn(T, E, H, 2, generator=g, dtype=torch.float64))
+        return (Episodes(obs, actions, torch.zeros(T, E, H, dtype=torch.float64), mask),
+                torch.randn(T, E, H, generator=g, dtype=torch.float64) * mask)
+
+    return [episodes() for _ in range(steps)], episodes()[0]
+
+
+def make_policy(discrete, activation, seed=0):
+    torch.manual_seed(seed)
+    if discrete:
+        return CategoricalPolicy(3, 4, (5, 4), activation).double()
+    return GaussianPolicy(3, 2, (5, 4), activation, init_std=0.7).double()
+
+
+def brute_force(policy, meta, train, valid, objective, lr, first_order):
+    """Third order: the Hessian of the KL through the re-adaptation, at meta."""
+    loss = inner_loss(objective)
+    old = call(policy, inner_iterates(policy, meta, train, loss, lr, T)[-1], valid.obs)
+    kl = lambda p: mean_kl(old, call(policy, adapt_through(policy, p, train, loss, lr,
+                                                           first_order, T), valid.obs),
+                           valid.mask)
+    return third_order_product(kl, meta)
+
+
+def random_vectors(meta, count=2):
+    n = flatten(meta).numel()
+    return [torch.randn(n, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+            for s in range(count)]
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("objective", ["reinforce", "lvc", "dice"])
+def test_inner_hessian_is_the_inner_loss_hessian(discrete, activation, objective):
+    policy = make_policy(discrete, activation)
+    train, _ = synthetic_batch(policy, 1, discrete)
+    episodes, adv = train[0]
+    params = expand_params(detach_params(params_of(policy)), T)
+    params = {k: v + 0.1 * torch.randn_like(v) for k, v in params.items()}  # per-task points
+    hessian = InnerHessian(mlp_layout(policy), params, episodes, adv, objective, Buffers())
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    grads = torch.autograd.grad(inner_loss(objective)(policy, leaves, episodes, adv),
+                                list(leaves.values()), create_graph=True)
+    vector = {k: torch.randn_like(v) for k, v in params.items()}
+    expected = torch.autograd.grad(grads, list(leaves.values()), list(vector.values()))
+    got = hessian(vector)
+    for name, want in zip(leaves, expected):
+        torch.testing.assert_close(got[name], want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_policy_fisher_is_the_kl_hessian(discrete, activation):
+    policy = make_policy(discrete, activation)
+    _, valid = synthetic_batch(policy, 0, discrete)
+    params = expand_params(detach_params(params_of(policy)), T)
+    params = {k: v + 0.1 * torch.randn_like(v) for k, v in params.items()}
+    old = call(policy, params, valid.obs)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    grads = torch.autograd.grad(mean_kl(old, call(policy, leaves, valid.obs), valid.mask),
+                                list(leaves.values()), create_graph=True)
+    vector = {k: torch.randn_like(v) for k, v in params.items()}
+    expected = torch.autograd.grad(grads, list(leaves.values()), list(vector.values()))
+    got = PolicyFisher(mlp_layout(policy), params, valid, Buffers())(vector)
+    for name, want in zip(leaves, expected):
+        torch.testing.assert_close(got[name], want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("discrete,activation,objective,steps,first_order", [
+    (False, "tanh", "reinforce", 1, False), (False, "relu", "reinforce", 2, False),
+    (False, "tanh", "lvc", 3, False), (False, "relu", "dice", 2, False),
+    (False, "tanh", "reinforce", 2, True), (True, "tanh", "reinforce", 2, False),
+    (True, "relu", "dice", 1, False), (True, "relu", "lvc", 2, True)])
+def test_structured_product_equals_the_third_order_product(discrete, activation, objective,
+                                                           steps, first_order):
+    policy = make_policy(discrete, activation)
+    train, valid = synthetic_batch(policy, steps, discrete)
+    meta = detach_params(params_of(policy))
+    lr = 0.3
+    iterates = inner_iterates(policy, meta, train, inner_loss(objective), lr, T)
+    fast = structured_product(mlp_layout(policy), meta, train, iterates, valid, objective, lr,
+                              first_order)
+    brute = brute_force(policy, meta, train, valid, objective, lr, first_order)
+    for v in random_vectors(meta):
+        torch.testing.assert_close(fast(v), brute(v), rtol=1e-8, atol=1e-11)
+    fast(random_vectors(meta)[0])  # buffers reused: a second round gives the same values
+    torch.testing.assert_close(fast(random_vectors(meta)[1]), brute(random_vectors(meta)[1]),
+                               rtol=1e-8, atol=1e-11)
+
+
+def navigation_batch(overrides):
+    config = load_config(data={"kind": "rl"}, overrides=[
+        "meta_batch_size=3", "episodes_per_task=4", "horizon=12", "hidden_sizes=[6, 5]",
+        "inner_steps=2", "inner_lr=0.5", *overrides])
+    from metarl.rl.maml_trpo import sample_meta_batch
+    family = Navigation2DFamily(max_episode_steps=config.horizon)
+    env = family.make_vector_env(family.sample_tasks(np.random.default_rng(0), 3), 4)
+    torch.manual_seed(0)
+    policy = GaussianPolicy(2, 2, (6, 5), config.activation)
+    batch, _ = sample_meta_batch(env, policy, config, [1, 2, 3], torch.Generator().manual_seed(0))
+    policy.double()
+    batch.train = [(e.double(), a.double()) for e, a in batch.train]
+    batch.iterates = [{k: v.double() for k, v in p.items()} for p in batch.iterates]
+    return config, policy, batch, batch.valid.double()
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["fisher_fraction=0.5"], ["fisher=adapted"], ["fisher=adapted", "fisher_fraction=0.5"],
+    ["first_order=true", "fisher_fraction=0.5"], ["inner_objective=dice", "activation=tanh"]])
+def test_the_factory_gives_the_same_product_by_either_backend(overrides):
+    # On a real navigation meta-batch; fisher_fraction < 1 takes the inner Hessians
+    # at the iterates of the adaptation on all episodes (tests/test_rl_maml_trpo.py
+    # checks the autograd product there against a brute force).
+    config, policy, batch, valid = navigation_batch(overrides)
+    meta = detach_params(params_of(policy))
+    products = {}
+    for backend in ["structured", "autograd"]:
+        config.fisher_backend = backend
+        products[backend] = make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
+                                                config, kl_through_adaptation=None)
+    for v in random_vectors(meta):
+        torch.testing.assert_close(products["structured"](v), products["autograd"](v),
+                                   rtol=1e-8, atol=1e-11)
+
+
+def test_structured_backend_refuses_other_models():
+    config, _, batch, valid = navigation_batch(["fisher_backend=structured"])
+    policy = MLP(2, 2, (4,)).double()  # no distribution head: not a supported policy
+    assert mlp_layout(policy) is None
+    with pytest.raises(ValueError, match="fisher_backend: structured supports"):
+        make_fisher_product(policy, detach_params(params_of(policy)), batch.train,
+                            batch.iterates, valid, config, None)
+
+
+def test_subsample_then_structured_matches_unflattened_shapes():
+    config, policy, batch, valid = navigation_batch(["fisher_fraction=0.3"])
+    meta = detach_params(params_of(policy))
+    part = subsample_episodes(valid, 0.3)
+    product = make_fisher_product(policy, meta, batch.train, batch.iterates, valid, config, None)
+    v = random_vectors(meta, 1)[0]
+    out = unflatten(product(v), meta)
+    assert part.episodes_per_task == 2 and set(out) == set(meta)
+    assert all(out[k].shape == meta[k].shape for k in meta)
