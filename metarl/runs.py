@@ -10,6 +10,9 @@ Layout of ``RUN_DIR``::
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +38,42 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of returning it to the kernel.
+
+    Why: torch's CPU tensors come straight from malloc, and glibc maps every block
+    above 128 KiB (rising to 32 MiB at most) fresh from the kernel and unmaps it
+    on free, so each large temporary of a meta-iteration is paid for again in page
+    faults: 13-17 s of system time per 10 navigation iterations were measured.
+    Blocks up to 32 MiB (glibc's largest setting) now come from the heap, and up
+    to 1 GiB of free heap stays mapped: the process's resident memory no longer
+    shrinks after a peak. Larger tensors are still mapped each time (the Fisher
+    products reuse their own buffers). Returns False where it does not apply
+    (not Linux with glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return all([mallopt(_M_MMAP_THRESHOLD, 32 * 2**20), mallopt(_M_TRIM_THRESHOLD, 2**30),
+                mallopt(_M_TOP_PAD, 64 * 2**20)])
+
+
 def setup_torch(config) -> torch.device:
-    """Apply the run's thread count and pick its device.
+    """Apply the run's thread count, keep freed memory mapped, pick the device.
 
     Why threads default to 1: the nets are small, and on a busy 2-core machine
     OpenMP's spinning threads make tiny ops up to 100x slower.
     """
     torch.set_num_threads(config.threads)
+    keep_freed_memory()
     return local_device(resolve_device(config.device))
 
 

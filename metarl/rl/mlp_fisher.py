@@ -144,8 +144,8 @@ class MLPPoint:
         return self.buffers(f"{name}{i}", (*like.shape[:2], width), like)
 
     def forward_tangent(self, tangent: Params) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Tangents of every layer's input (from layer 1 on), its pre-activation and
-        the output, for the direction ``tangent`` (stacked, by parameter name)."""
+        """Tangents of every layer's input (from layer 1 on), of its pre-activation
+        (tanh only) and of the output, for ``tangent`` (stacked, by parameter name)."""
         input_tangents, pre_tangents = [], []
         h_tangent = None
         for i, (w, name_w, name_b) in enumerate(zip(self.weights, self.layout.weights,
@@ -157,9 +157,12 @@ class MLPPoint:
             z_tangent.add_(tangent[name_b].unsqueeze(1))
             if i == len(self.weights) - 1:
                 return input_tangents, pre_tangents, z_tangent
-            pre_tangents.append(z_tangent)
-            h_tangent = torch.mul(z_tangent, self.slopes[i],
-                                  out=self._buffer("h", i, z_tangent, w.shape[1]))
+            if self.layout.tanh:  # the backward's second-derivative term needs z's tangent
+                pre_tangents.append(z_tangent)
+                h_tangent = torch.mul(z_tangent, self.slopes[i],
+                                      out=self._buffer("h", i, z_tangent, w.shape[1]))
+            else:
+                h_tangent = z_tangent.mul_(self.slopes[i])
             input_tangents.append(h_tangent)
         raise AssertionError("unreachable")
 
@@ -192,8 +195,7 @@ class MLPPoint:
                 h_grad.baddbmm_(self.pre_grads[i], tangent[name_w])
             if record and self.layout.tanh:
                 bend_grads[i - 1] = self.bends[i - 1] * h_grad
-            g = torch.mul(h_grad, self.slopes[i - 1], out=None if record else
-                          self._buffer("gz", i, g, self.weights[i].shape[2]))
+            g = h_grad * self.slopes[i - 1] if record else h_grad.mul_(self.slopes[i - 1])
             if tangent is not None and self.layout.tanh:
                 g.addcmul_(self.bend_grads[i - 1], forward[1][i - 1])
         if record:
