@@ -164,3 +164,19 @@ def test_navigation_terminates_in_a_box_around_the_goal():
     env = get_family("Navigation2D").make_env({"goal": np.array([0.111, 0.1])})
     env.reset(seed=0)
     assert not env.step(np.array([1.0, 1.0], dtype=np.float32))[2]  # 0.011 off in x
+
+
+def test_mujoco_threads_follow_the_affinity_mask_not_the_machine():
+    import os
+
+    from envs.mujoco.physics import default_num_threads, usable_cpus
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})  # as `taskset -c N`
+        assert usable_cpus() == 1
+        assert default_num_threads(num_envs=64, num_threads=None) == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cpus() == len(before)

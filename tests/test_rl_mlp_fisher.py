@@ -175,3 +175,59 @@ def test_subsample_then_structured_matches_unflattened_shapes():
     out = unflatten(product(v), meta)
     assert part.episodes_per_task == 2 and set(out) == set(meta)
     assert all(out[k].shape == meta[k].shape for k in meta)
+
+
+def test_kfac_factors_are_exact_for_a_single_step():
+    # One valid step of one task: each layer's Fisher block is a a^T (x) sum_j g_j g_j^T
+    # exactly, so kron(G, A) must equal the exact product on basis vectors.
+    from metarl.rl.kfac import kronecker_factors
+    for discrete in [False, True]:
+        policy = make_policy(discrete, "tanh")
+        _, valid = synthetic_batch(policy, 0, discrete)
+        mask = torch.zeros_like(valid.mask)
+        mask[0, 0, 0] = 1
+        valid = Episodes(valid.obs[:1], valid.actions[:1], valid.rewards[:1], mask[:1])
+        params = expand_params(detach_params(params_of(policy)), 1)
+        layout = mlp_layout(policy)
+        fisher = PolicyFisher(layout, params, valid, Buffers())
+        for (a, g), name_w, name_b in zip(kronecker_factors(fisher), layout.weights,
+                                          layout.biases):
+            out_dim, in_dim = params[name_w].shape[1:]
+            exact = torch.zeros(out_dim * (in_dim + 1), out_dim * (in_dim + 1),
+                                dtype=torch.float64)
+            for index in range(exact.shape[0]):
+                o, i = divmod(index, in_dim + 1)
+                vector = {k: torch.zeros_like(v) for k, v in params.items()}
+                if i < in_dim:
+                    vector[name_w][0, o, i] = 1
+                else:
+                    vector[name_b][0, o] = 1
+                column = fisher(vector)
+                exact[:, index] = torch.cat([column[name_w][0], column[name_b][0, :, None]],
+                                            -1).reshape(-1)
+            torch.testing.assert_close(torch.kron(g, a), exact, rtol=1e-9, atol=1e-12)
+
+
+def test_kfac_preconditioner_inverts_the_damped_kronecker_blocks():
+    from metarl.rl.kfac import kfac_preconditioner, kronecker_factors
+    policy = make_policy(False, "relu")
+    _, valid = synthetic_batch(policy, 0, False)
+    meta = detach_params(params_of(policy))
+    adapted = expand_params(meta, T)
+    layout = mlp_layout(policy)
+    damping = 0.3
+    precondition = kfac_preconditioner(layout, meta, adapted, valid, damping)
+    factors = kronecker_factors(PolicyFisher(layout, adapted, valid, Buffers()))
+    v = random_vectors(meta, 1)[0]
+    got = unflatten(precondition(v), meta)
+    vector = unflatten(v, meta)
+    for (a, g), name_w, name_b in zip(factors, layout.weights, layout.biases):
+        mean_a, mean_g = a.diagonal().mean(), g.diagonal().mean()
+        scale = (damping * mean_a * mean_g).sqrt()
+        a_damped = a + scale * (mean_a / mean_g).sqrt() * torch.eye(len(a), dtype=a.dtype)
+        g_damped = g + scale * (mean_g / mean_a).sqrt() * torch.eye(len(g), dtype=g.dtype)
+        block = torch.cat([vector[name_w], vector[name_b][:, None]], -1).reshape(-1)
+        want = torch.linalg.solve(torch.kron(g_damped, a_damped), block)
+        torch.testing.assert_close(torch.cat([got[name_w], got[name_b][:, None]], -1).reshape(-1),
+                                   want, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(got["log_std"], vector["log_std"] / (2 * (1 + damping)))

@@ -189,7 +189,7 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         num_envs: optional check (``gymnasium.make_vec`` passes it).
         max_episode_steps: horizon (None: no time limit).
         frame_skip, reset_noise_scale: as the single env.
-        num_threads: stepping threads (default ``os.cpu_count()``).
+        num_threads: stepping threads (default: the CPUs this process may use).
         backend: ``"rollout"``, ``"threads"`` or ``"auto"`` (rollout unless the
             rules need contact forces); see ``envs.mujoco.physics``.
         **rules_kwargs: reward weights of the family.
@@ -273,7 +273,7 @@ class MujocoTaskFamily(BuiltinTaskFamily):
     Args:
         max_episode_steps: horizon (default 200).
         vectorization: ``"native"`` | ``"sync"`` | ``"async"``.
-        num_threads: threads of the native env (default ``os.cpu_count()``).
+        num_threads: threads of the native env (default: the CPUs this process may use).
         **env_kwargs: reward weights, ``frame_skip``, ``reset_noise_scale``.
     """
 

@@ -31,14 +31,23 @@ import numpy as np
 _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (``taskset``, cgroup cpusets),
+    not the machine's count, which ``os.cpu_count()`` gives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_num_threads(num_envs: int, num_threads: int | None) -> int:
-    """``num_threads``, or the cores per process on this node, at most one thread per env.
+    """``num_threads``, or the usable CPUs per process, at most one thread per env.
 
     Under torchrun, LOCAL_WORLD_SIZE processes share the node's cores.
     """
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
-    cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(num_envs, num_threads or cores))
 
 

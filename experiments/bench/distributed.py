@@ -13,7 +13,6 @@ first iteration is a warm-up and not counted) and prints the scaling ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.mujoco.physics import usable_cpus
 from metarl.compare import read_scalars
 
 CONFIG = "experiments/configs/halfcheetah-vel.yaml"
@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 def seconds_per_iteration(processes: int, iterations: int, run_dir: Path) -> float:
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = max(1, usable_cpus() // processes)
     command = ["-m", "metarl", "train", CONFIG, "--run-dir", str(run_dir), "--quiet",
                "--set", "horizon=100", "--set", f"iterations={iterations}",
                "--set", f"threads={threads}"]
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = seconds_per_iteration(1, args.iterations, Path(tmp) / "one")
         many = seconds_per_iteration(args.processes, args.iterations, Path(tmp) / "many")
-    print(f"HalfCheetahVel, H=100, 40 tasks x 20 episodes, {os.cpu_count()} cores:")
+    print(f"HalfCheetahVel, H=100, 40 tasks x 20 episodes, {usable_cpus()} usable cores:")
     print(f"  1 process:   {one:7.2f} s / meta-iteration")
     print(f"  {args.processes} processes: {many:7.2f} s / meta-iteration")
     print(f"  speed-up {one / many:.2f}x with {args.processes} processes on this machine")

@@ -51,6 +51,12 @@ class RLConfig:
         doc="share of each task's validation episodes used in Fisher-vector products")
     cg_iters: int = spec(10, low=1)
     cg_damping: float = spec(1e-5, low=0)
+    cg_preconditioner: Literal["none", "kfac"] = spec(
+        "none", doc="conjugate gradient preconditioner: none, or kfac (per-layer Kronecker "
+        "factors of the adapted policies' Fisher, pooled over tasks; MLP policies only)")
+    kfac_damping: float = spec(
+        0.1, low=0, low_open=True,
+        doc="K-FAC damping, relative to the mean eigenvalues of the Kronecker factors")
     line_search_steps: int = spec(15, low=1)
     line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
     checkpoint_every: int = spec(10, low=1)

@@ -26,7 +26,9 @@ from metarl.rl.adaptation import TrainBatches, adapt_through, inner_iterates, in
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import make_fisher_product
+from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
+from metarl.rl.mlp_fisher import mlp_layout
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
 from metarl.rl.trpo import check_trpo_arguments, flat_gradient, line_search, natural_gradient_step
@@ -164,8 +166,13 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                                  config, kl_through_adaptation)
     product = (lambda v: shard.all_reduce(weight * fisher(v))) if config.fisher != "autograd" \
         else (lambda v: shard.all_reduce(fisher(v)))
+    preconditioner = None
+    if config.cg_preconditioner == "kfac":
+        preconditioner = kfac_preconditioner(mlp_layout(policy), meta_params,
+                                             batch.valid_params, valid, config.kfac_damping,
+                                             lambda t: shard.all_reduce(weight * t))
     full_step = natural_gradient_step(grad, product, config.max_kl, config.cg_damping,
-                                      config.cg_iters)
+                                      config.cg_iters, preconditioner)
     timing["time/cg"] = time.perf_counter() - tick
     tick = time.perf_counter()
     if full_step is None:  # zero gradient or a broken Fisher product: no step

@@ -1,0 +1,163 @@
+"""Fisher-vector products through the adaptation on real meta-batches, against the
+hardware floor and against each other, measured in one run; then how good a TRPO
+step conjugate gradient finds with each preconditioner.
+
+For 2D navigation (paper settings) and HalfCheetahVel (H 100, 40 x 20): one
+real meta-batch, then seconds per product J^T F' J v by
+
+- ``structured`` (rl.mlp_fisher, fisher_backend: structured),
+- ``autograd`` (double backward, the product before it; fisher_backend: autograd),
+- ``third order`` (differentiating the KL's gradient through the adaptation),
+
+and the floor: the structured product's matmul FLOPs at the rate this machine's
+bmm reaches at the batch's largest layer shape, measured just before. Then the
+predicted improvement of the TRPO step (-g . s, s scaled to the KL bound with the
+exact product) as a share of the best one (the exact natural gradient, by 100
+preconditioned CG iterations), for plain CG and K-FAC-preconditioned CG.
+
+    python experiments/bench/fisher_product.py [--only navigation] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from metarl.cli import make_family
+from metarl.config import load_config
+from metarl.functional import call, detach_params, flatten, params_of
+from metarl.rl.adaptation import adapt_through
+from metarl.rl.fisher import make_fisher_product, third_order_product
+from metarl.rl.kfac import kfac_preconditioner
+from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
+from metarl.rl.maml_trpo import sample_meta_batch
+from metarl.rl.mlp_fisher import mlp_layout
+from metarl.rl.train import build_policy, make_env
+from metarl.rl.trpo import conjugate_gradient, flat_gradient
+from metarl.runs import keep_freed_memory
+
+CASES = {
+    "navigation": ("experiments/configs/navigation-2d.yaml", []),
+    "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", ["horizon=100"]),
+}
+
+
+def seconds(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def bmm_rate(tasks: int, rows: int, width: int) -> float:
+    """FLOP/s of (tasks, rows, width) @ (tasks, width, width) into a reused output."""
+    a, b = torch.randn(tasks, rows, width), torch.randn(tasks, width, width)
+    out = torch.empty(tasks, rows, width)
+    return 2 * tasks * rows * width * width / seconds(lambda: torch.bmm(a, b, out=out), 20)
+
+
+def structured_flops(policy, tasks: int, rows: int, inner_steps: int) -> float:
+    """Matmul FLOPs of one structured J^T F' J v: per layer 2 T N in out times
+    6 (2 for the first layer) per inner Hessian product, 2 per step and direction,
+    and 4 (2) for the Fisher."""
+    layers = policy.mean.layers if hasattr(policy, "mean") else policy.logits.layers
+    total = 0.0
+    for i, layer in enumerate(layers):
+        size = 2 * tasks * rows * layer.in_features * layer.out_features
+        total += size * ((6 if i else 2) * 2 * inner_steps + (4 if i else 2))
+    return total
+
+
+def step_quality(grad, product, directions: dict, max_kl: float) -> dict[str, float]:
+    """Predicted improvement -g . s of each direction scaled to 0.5 s^T F s = max_kl,
+    as a share of the best, sqrt(2 max_kl g^T F^-1 g) (the first direction's)."""
+    def improvement(direction):
+        return (-(grad @ direction) * torch.sqrt(2 * max_kl / (direction @ product(direction))))
+    best = improvement(directions["exact"])
+    return {name: (improvement(d) / best).item() for name, d in directions.items()}
+
+
+def run_case(name: str, path: str, overrides: list[str], threads: int, quality: bool) -> None:
+    config = load_config(path, [f"threads={threads}", *overrides])
+    family = make_family(config)
+    env = make_env(family, config, np.random.default_rng(0))
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    generator = torch.Generator().manual_seed(0)
+    env.set_tasks(family.sample_tasks(np.random.default_rng(1), config.meta_batch_size))
+    batch, _ = sample_meta_batch(env, policy, config, [1, 2], generator)
+    env.close()
+    meta = detach_params(params_of(policy))
+    valid, tasks = batch.valid, batch.valid.num_tasks
+    rows = valid.episodes_per_task * valid.horizon
+    loss = inner_loss(config.inner_objective)
+    old = call(policy, batch.valid_params, valid.obs)
+    kl = lambda p: mean_kl(old, call(policy, adapt_through(policy, p, batch.train, loss,
+                                                            config.inner_lr, False), valid.obs),
+                           valid.mask)
+    products, setup = {}, {}
+    for backend in ["structured", "autograd"]:
+        config.fisher_backend = backend
+        build = lambda: make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
+                                            config, kl)
+        setup[backend] = seconds(build, 1)
+        products[backend] = build()
+    setup["third order"] = seconds(lambda: third_order_product(kl, meta), 1)
+    products["third order"] = third_order_product(kl, meta)
+    v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(0))
+    times = {k: seconds(lambda p=p: p(v), 3) for k, p in products.items()}
+    width = max(layer.out_features for layer in policy.mean.layers[:-1])
+    rate = bmm_rate(tasks, rows, width)
+    floor = structured_flops(policy, tasks, rows, len(batch.train)) / rate
+    reference = products["third order"](v)
+    print(f"{name} ({path} {' '.join(overrides)}): {tasks} tasks x {rows} steps, policy "
+          f"{config.hidden_sizes} {config.activation}, {threads} thread(s)")
+    print(f"  bmm ({tasks}, {rows}, {width}) @ ({tasks}, {width}, {width}): "
+          f"{rate / 1e9:.0f} GFLOP/s; structured product "
+          f"{structured_flops(policy, tasks, rows, len(batch.train)) / 1e9:.2f} GFLOP, "
+          f"floor {floor:.3f} s")
+    for key in products:
+        error = ((products[key](v) - reference).norm() / reference.norm()).item()
+        print(f"  {key:12s} {times[key]:7.3f} s per product ({times[key] / floor:5.2f}x the floor,"
+              f" {times[key] / times['structured']:5.2f}x structured), setup {setup[key]:6.3f} s,"
+              f" relative difference to third order {error:.1e}")
+    if not quality:
+        return
+    config.fisher_backend = "structured"
+    _, grad = flat_gradient(lambda p: surrogate_loss(
+        policy, adapt_through(policy, p, batch.train, loss, config.inner_lr, False), valid,
+        batch.valid_advantages, batch.valid_log_probs), meta)
+    product = products["structured"]
+    damped = lambda x: product(x) + config.cg_damping * x
+    tick = time.perf_counter()
+    kfac = kfac_preconditioner(mlp_layout(policy), meta, batch.valid_params, valid,
+                               config.kfac_damping)
+    kfac_seconds = time.perf_counter() - tick
+    directions = {"exact": conjugate_gradient(damped, -grad, 100, 0.0, kfac)[0]}
+    for iters in [5, 10, 20]:
+        directions[f"plain CG {iters}"] = conjugate_gradient(damped, -grad, iters)[0]
+        directions[f"K-FAC CG {iters}"] = conjugate_gradient(damped, -grad, iters, 0.0, kfac)[0]
+    shares = step_quality(grad, product, directions, config.max_kl)
+    print(f"  TRPO step, share of the best predicted improvement (K-FAC damping "
+          f"{config.kfac_damping}, built in {kfac_seconds:.3f} s):")
+    print("    " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items() if k != "exact"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", choices=sorted(CASES))
+    parser.add_argument("--no-quality", action="store_true", help="skip the CG comparison")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    for name, (path, overrides) in CASES.items():
+        if not args.only or name == args.only:
+            run_case(name, path, overrides, args.threads, not args.no_quality)
+
+
+if __name__ == "__main__":
+    main()
