@@ -11,13 +11,15 @@ from metarl.models import MLP, CategoricalPolicy, GaussianPolicy
 from metarl.rl.adaptation import adapt_through, inner_iterates
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import (
+    StructuredCurvature,
     make_fisher_product,
     structured_product,
     subsample_episodes,
     third_order_product,
 )
-from metarl.rl.losses import inner_loss, mean_kl
+from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate_loss
 from metarl.rl.mlp_fisher import Buffers, InnerHessian, PolicyFisher, mlp_layout
+from metarl.rl.trpo import flat_gradient
 
 T, E, H = 3, 4, 6
 
@@ -216,8 +218,9 @@ def test_kfac_preconditioner_inverts_the_damped_kronecker_blocks():
     adapted = expand_params(meta, T)
     layout = mlp_layout(policy)
     damping = 0.3
-    precondition = kfac_preconditioner(layout, meta, adapted, valid, damping)
-    factors = kronecker_factors(PolicyFisher(layout, adapted, valid, Buffers()))
+    fisher = PolicyFisher(layout, adapted, valid, Buffers())
+    precondition = kfac_preconditioner(fisher, meta, damping)
+    factors = kronecker_factors(fisher)
     v = random_vectors(meta, 1)[0]
     got = unflatten(precondition(v), meta)
     vector = unflatten(v, meta)
@@ -231,3 +234,26 @@ def test_kfac_preconditioner_inverts_the_damped_kronecker_blocks():
         torch.testing.assert_close(torch.cat([got[name_w], got[name_b][:, None]], -1).reshape(-1),
                                    want, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(got["log_std"], vector["log_std"] / (2 * (1 + damping)))
+
+
+@pytest.mark.parametrize("discrete,activation,objective,steps,first_order", [
+    (False, "tanh", "reinforce", 2, False), (False, "relu", "lvc", 1, False),
+    (False, "relu", "dice", 2, False), (False, "tanh", "reinforce", 2, True),
+    (True, "tanh", "dice", 2, False), (True, "relu", "reinforce", 1, True)])
+def test_structured_meta_gradient_equals_autograd_through_the_adaptation(
+        discrete, activation, objective, steps, first_order):
+    policy = make_policy(discrete, activation)
+    train, valid = synthetic_batch(policy, steps, discrete, seed=1)
+    meta = detach_params(params_of(policy))
+    loss, lr = inner_loss(objective), 0.3
+    iterates = inner_iterates(policy, meta, train, loss, lr, T)
+    old_log_probs = log_probs(policy, iterates[-1], valid).detach()
+    advantages = torch.randn(valid.mask.shape, generator=torch.Generator().manual_seed(5),
+                             dtype=torch.float64) * valid.mask
+    _, expected = flat_gradient(lambda p: surrogate_loss(
+        policy, adapt_through(policy, p, train, loss, lr, first_order, T), valid, advantages,
+        old_log_probs), meta)
+    curvature = StructuredCurvature(mlp_layout(policy), meta, train, iterates, valid,
+                                    objective, lr, first_order)
+    torch.testing.assert_close(curvature.meta_gradient(advantages), expected,
+                               rtol=1e-9, atol=1e-12)

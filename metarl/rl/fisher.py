@@ -38,7 +38,7 @@ from metarl.functional import Params, call, detach_params, expand_params, flatte
 from metarl.rl.adaptation import TrainBatches, inner_iterates
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
-from metarl.rl.mlp_fisher import Buffers, InnerHessian, PolicyFisher, mlp_layout
+from metarl.rl.mlp_fisher import Buffers, InnerHessian, MLPLayout, PolicyFisher, mlp_layout
 
 FisherProduct = Callable[[Tensor], Tensor]  # flat v (size of the meta-parameters) -> F v
 
@@ -52,18 +52,32 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
                     rewards=episodes.rewards[:, :keep], mask=episodes.mask[:, :keep])
 
 
+def structured_layout(policy: nn.Module, config) -> MLPLayout | None:
+    """The policy's layout when the config's products and gradients are to be structured
+    (``fisher_backend``), else None; a clear error if it asks for what cannot be."""
+    layout = mlp_layout(policy)
+    if config.fisher_backend == "structured" and layout is None:
+        raise ValueError(f"fisher_backend: structured supports metarl's MLP policies, not "
+                         f"{type(policy).__name__}; use fisher_backend: autograd")
+    return None if config.fisher_backend == "autograd" else layout
+
+
 def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
                         train: TrainBatches, iterates: list[Params], valid: Episodes,
-                        config, kl_through_adaptation: Callable[[Params], Tensor]
-                        ) -> FisherProduct:
+                        config, kl_through_adaptation: Callable[[Params], Tensor] | None,
+                        curvature: StructuredCurvature | None = None) -> FisherProduct:
     """The product the config asks for (``fisher``, ``fisher_backend``,
     ``fisher_fraction``), at the ``inner_iterates`` of the real adaptation on ``train``.
 
     kl_through_adaptation: meta-parameters -> KL of the re-adapted policies from
     the sampling ones (used by ``fisher: autograd`` only).
+    curvature: a ``StructuredCurvature`` already built on all of ``train`` and
+    ``valid``, reused when the config's product is its product.
     """
     if config.fisher == "autograd":
         return third_order_product(kl_through_adaptation, meta_params)
+    if curvature is not None and config.fisher == "exact" and config.fisher_fraction == 1:
+        return curvature.product
     fraction = config.fisher_fraction
     valid = subsample_episodes(valid, fraction)
     # The adaptation's Jacobian is estimated on the same share of training episodes,
@@ -73,46 +87,65 @@ def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
              for part, adv in ((subsample_episodes(e, fraction), adv) for e, adv in train)]
     if config.fisher == "adapted":  # no adaptation Jacobian: the Fisher at the last iterate
         train, iterates = [], iterates[-1:]
-    layout = mlp_layout(policy)
-    if config.fisher_backend == "structured" and layout is None:
-        raise ValueError(f"fisher_backend: structured supports metarl's MLP policies, not "
-                         f"{type(policy).__name__}; use fisher_backend: autograd")
-    if layout is not None and config.fisher_backend != "autograd":
-        return structured_product(layout, meta_params, train, iterates, valid,
-                                  config.inner_objective, config.inner_lr, config.first_order)
+    layout = structured_layout(policy, config)
+    if layout is not None:
+        return StructuredCurvature(layout, meta_params, train, iterates, valid,
+                                   config.inner_objective, config.inner_lr,
+                                   config.first_order).product
     with torch.no_grad():
         old_dist = call(policy, iterates[-1], valid.obs)
     return autograd_product(policy, meta_params, train, inner_loss(config.inner_objective),
                             config.inner_lr, config.first_order, valid, old_dist, iterates)
 
 
-def structured_product(layout, meta_params: Mapping[str, Tensor], train: TrainBatches,
-                       iterates: list[Params], valid: Episodes, inner_objective: str,
-                       inner_lr: float, first_order: bool) -> FisherProduct:
-    """J^T F' J by ``rl.mlp_fisher`` (J = I when ``first_order`` or ``train`` is empty).
+class StructuredCurvature:
+    """The adaptation's Jacobian J and the adapted policies' Fisher F' for metarl's MLP
+    policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation.
 
-    iterates: the adaptation's points, len(train) + 1.
+    Built once per meta-iteration; ``product`` is J^T F' J (J = I when
+    ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
+    gradient at the adapted policies, both flat like the meta-parameters.
     """
-    like, buffers = detach_params(meta_params), Buffers()
-    fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
-    hessians = [] if first_order else [
-        InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
-        for (episodes, adv), point in zip(train, iterates)]
 
-    def jacobian_step(hessian: InnerHessian, u: Params) -> Params:  # (I - lr H_k) u
+    def __init__(self, layout: MLPLayout, meta_params: Mapping[str, Tensor],
+                 train: TrainBatches, iterates: list[Params], valid: Episodes,
+                 inner_objective: str, inner_lr: float, first_order: bool):
+        self.like, buffers = detach_params(meta_params), Buffers()
+        self.num_tasks, self.inner_lr = valid.num_tasks, inner_lr
+        self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
+        self.hessians = [] if first_order else [
+            InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
+            for (episodes, adv), point in zip(train, iterates)]
+
+    def _step(self, hessian: InnerHessian, u: Params) -> Params:  # (I - lr H_k) u
         hu = hessian(u)
-        return {k: u[k] - inner_lr * hu[k] for k in u}
+        return {k: u[k] - self.inner_lr * hu[k] for k in u}
 
-    def product(vector: Tensor) -> Tensor:
-        u = expand_params(unflatten(vector, like), valid.num_tasks)
-        for hessian in hessians:
-            u = jacobian_step(hessian, u)
-        w = fisher(u)
-        for hessian in reversed(hessians):
-            w = jacobian_step(hessian, w)
-        return flatten([w[k].sum(dim=0) for k in like])
+    def _transpose(self, w: Params) -> Tensor:
+        """J^T w, summed over tasks: stacked (T, ...) -> flat."""
+        for hessian in reversed(self.hessians):
+            w = self._step(hessian, w)
+        return flatten([w[k].sum(dim=0) for k in self.like])
 
-    return product
+    def product(self, vector: Tensor) -> Tensor:
+        u = expand_params(unflatten(vector, self.like), self.num_tasks)
+        for hessian in self.hessians:
+            u = self._step(hessian, u)
+        return self._transpose(self.fisher(u))
+
+    def meta_gradient(self, advantages: Tensor) -> Tensor:
+        """Gradient of ``rl.losses.surrogate_loss`` through the adaptation, at the
+        meta-parameters whose adapted policies sampled ``valid`` (advantages (T, E, H))."""
+        return self._transpose(self.fisher.surrogate_gradient(advantages))
+
+
+def structured_product(layout: MLPLayout, meta_params: Mapping[str, Tensor],
+                       train: TrainBatches, iterates: list[Params], valid: Episodes,
+                       inner_objective: str, inner_lr: float,
+                       first_order: bool) -> FisherProduct:
+    """J^T F' J by ``StructuredCurvature`` (iterates: len(train) + 1)."""
+    return StructuredCurvature(layout, meta_params, train, iterates, valid, inner_objective,
+                               inner_lr, first_order).product
 
 
 def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:

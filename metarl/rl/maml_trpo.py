@@ -25,10 +25,10 @@ from metarl.functional import Params, call, detach_params, expand_params, flatte
 from metarl.rl.adaptation import TrainBatches, adapt_through, inner_iterates, inner_step
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.fisher import make_fisher_product
+from metarl.rl.fisher import StructuredCurvature, make_fisher_product, structured_layout
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
-from metarl.rl.mlp_fisher import mlp_layout
+from metarl.rl.mlp_fisher import Buffers, PolicyFisher, mlp_layout
 from metarl.rl.returns import discounted_returns, generalized_advantages, normalize_per_task
 from metarl.rl.sampler import rollout
 from metarl.rl.trpo import check_trpo_arguments, flat_gradient, line_search, natural_gradient_step
@@ -158,18 +158,30 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
         return loss_value, kl
 
     tick = time.perf_counter()
-    loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
+    layout, curvature = structured_layout(policy, config), None
+    if layout is not None:  # J^T of the surrogate's gradient at the adapted policies
+        curvature = StructuredCurvature(layout, meta_params, batch.train, batch.iterates, valid,
+                                        config.inner_objective, lr, config.first_order)
+        grad = weight * curvature.meta_gradient(batch.valid_advantages)
+        with torch.no_grad():  # every ratio is 1 at the policies that sampled ``valid``
+            loss_before = weight * surrogate(batch.valid_log_probs, batch.valid_log_probs,
+                                             batch.valid_advantages, valid.mask)
+    else:
+        loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
     loss_before, grad = shard.all_reduce(loss_before).item(), shard.all_reduce(grad)
     timing = {"time/gradient": time.perf_counter() - tick}
     tick = time.perf_counter()
     fisher = make_fisher_product(policy, meta_params, batch.train, batch.iterates, valid,
-                                 config, kl_through_adaptation)
+                                 config, kl_through_adaptation, curvature)
     product = (lambda v: shard.all_reduce(weight * fisher(v))) if config.fisher != "autograd" \
         else (lambda v: shard.all_reduce(fisher(v)))
     preconditioner = None
     if config.cg_preconditioner == "kfac":
-        preconditioner = kfac_preconditioner(mlp_layout(policy), meta_params,
-                                             batch.valid_params, valid, config.kfac_damping,
+        if mlp_layout(policy) is None:
+            raise ValueError("cg_preconditioner: kfac supports metarl's MLP policies only")
+        policy_fisher = curvature.fisher if curvature is not None else PolicyFisher(
+            mlp_layout(policy), batch.valid_params, valid, Buffers())
+        preconditioner = kfac_preconditioner(policy_fisher, meta_params, config.kfac_damping,
                                              lambda t: shard.all_reduce(weight * t))
     full_step = natural_gradient_step(grad, product, config.max_kl, config.cg_damping,
                                       config.cg_iters, preconditioner)

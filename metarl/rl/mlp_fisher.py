@@ -286,6 +286,15 @@ class PolicyFisher:
         weights = mask / (count * mask.shape[0])  # mean over valid steps, then tasks
         self.weights = weights.reshape(*self.head.score.shape[:2], 1)
 
+    def surrogate_gradient(self, advantages: Tensor) -> Params:
+        """Gradient of ``rl.losses.surrogate_loss`` at these policies when they sampled the
+        episodes (every ratio 1): a policy gradient with weights A / (valid steps * T)."""
+        weights = self.weights * advantages.reshape(self.weights.shape)
+        grads = self.point.backward(-weights * self.head.score)
+        if self.head.gaussian:
+            grads[self.point.layout.log_std] = (-weights * self.head.log_std_score).sum(dim=1)
+        return grads
+
     def __call__(self, vector: Params) -> Params:
         point = self.point
         _, _, out_t = point.forward_tangent(vector)
