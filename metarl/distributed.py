@@ -21,6 +21,7 @@ checkpoints on disk are only ever replaced atomically.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -57,6 +58,14 @@ class Shard:
         """Share of the meta-batch on this rank: turns a local mean into a summand."""
         block = self.tasks(total)
         return (block.stop - block.start) / total
+
+    def pooled(self, total: int) -> Callable[[Tensor], Tensor]:
+        """Local mean over this rank's tasks -> mean over all ``total`` tasks (every rank
+        gets it): weighted by the rank's share and summed. The identity with one process."""
+        if self.world_size == 1:
+            return lambda tensor: tensor
+        weight = self.weight(total)
+        return lambda tensor: self.all_reduce(weight * tensor)
 
     def all_reduce(self, tensor: Tensor) -> Tensor:
         """Sum over processes (a new tensor; the identity with one process)."""

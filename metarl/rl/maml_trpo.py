@@ -124,14 +124,15 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                 shard: Shard = SINGLE_PROCESS) -> dict[str, float]:
     """TRPO step on the policy's meta-parameters (written into the module).
 
-    With several processes, every closure returns this process's weighted share
-    and is summed over processes, so all processes take the same step.
+    With several processes, every mean over this process's tasks (losses, KLs,
+    gradients, Fisher products, K-FAC factors) is pooled into the mean over the
+    meta-batch (``Shard.pooled``), so all processes take the same step.
     """
     check_trpo_arguments(config.max_kl, config.line_search_ratio, config.line_search_steps)
+    pool = shard.pooled(config.meta_batch_size)
     meta_params = detach_params(params_of(policy))
     valid, num_tasks = batch.valid, batch.valid.num_tasks
     loss, lr = inner_loss(config.inner_objective), config.inner_lr
-    weight = shard.weight(config.meta_batch_size)  # 1 for one process
     with torch.no_grad():
         old_dist = call(policy, batch.valid_params, valid.obs)
 
@@ -140,11 +141,11 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                              num_tasks)
 
     def surrogate_through_adaptation(params: Params) -> Tensor:
-        return weight * surrogate_loss(policy, adapted(params), valid, batch.valid_advantages,
-                                       batch.valid_log_probs)
+        return surrogate_loss(policy, adapted(params), valid, batch.valid_advantages,
+                              batch.valid_log_probs)
 
     def kl_through_adaptation(params: Params) -> Tensor:
-        return weight * mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
+        return mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
         adapted_values = inner_iterates(policy, params, batch.train, loss, lr, num_tasks)[-1]
@@ -154,7 +155,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                 surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
                           batch.valid_advantages, valid.mask),
                 mean_kl(old_dist, dist, valid.mask)]).double()
-        loss_value, kl = shard.all_reduce(weight * values).tolist()
+        loss_value, kl = pool(values).tolist()
         return loss_value, kl
 
     tick = time.perf_counter()
@@ -162,19 +163,18 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
     if layout is not None:  # J^T of the surrogate's gradient at the adapted policies
         curvature = StructuredCurvature(layout, meta_params, batch.train, batch.iterates, valid,
                                         config.inner_objective, lr, config.first_order)
-        grad = weight * curvature.meta_gradient(batch.valid_advantages)
+        grad = curvature.meta_gradient(batch.valid_advantages)
         with torch.no_grad():  # every ratio is 1 at the policies that sampled ``valid``
-            loss_before = weight * surrogate(batch.valid_log_probs, batch.valid_log_probs,
-                                             batch.valid_advantages, valid.mask)
+            loss_before = surrogate(batch.valid_log_probs, batch.valid_log_probs,
+                                    batch.valid_advantages, valid.mask)
     else:
         loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
-    loss_before, grad = shard.all_reduce(loss_before).item(), shard.all_reduce(grad)
+    loss_before, grad = pool(loss_before).item(), pool(grad)
     timing = {"time/gradient": time.perf_counter() - tick}
+
     tick = time.perf_counter()
     fisher = make_fisher_product(policy, meta_params, batch.train, batch.iterates, valid,
                                  config, kl_through_adaptation, curvature)
-    product = (lambda v: shard.all_reduce(weight * fisher(v))) if config.fisher != "autograd" \
-        else (lambda v: shard.all_reduce(fisher(v)))
     preconditioner = None
     if config.cg_preconditioner == "kfac":
         if mlp_layout(policy) is None:
@@ -182,18 +182,18 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
         policy_fisher = curvature.fisher if curvature is not None else PolicyFisher(
             mlp_layout(policy), batch.valid_params, valid, Buffers())
         preconditioner = kfac_preconditioner(policy_fisher, meta_params, config.kfac_damping,
-                                             lambda t: shard.all_reduce(weight * t))
-    full_step = natural_gradient_step(grad, product, config.max_kl, config.cg_damping,
-                                      config.cg_iters, preconditioner)
+                                             pool)
+    full_step = natural_gradient_step(grad, lambda v: pool(fisher(v)), config.max_kl,
+                                      config.cg_damping, config.cg_iters, preconditioner)
     timing["time/cg"] = time.perf_counter() - tick
+
     tick = time.perf_counter()
     if full_step is None:  # zero gradient or a broken Fisher product: no step
         new_params, info = meta_params, {"accepted": False, "backtracks": 0,
                                          "loss_after": loss_before, "kl": 0.0}
     else:
         new_params, info = line_search(evaluate, meta_params, flatten(meta_params), full_step,
-                                       loss_before,
-                                       config.max_kl, config.line_search_ratio,
+                                       loss_before, config.max_kl, config.line_search_ratio,
                                        config.line_search_steps)
     timing["time/line_search"] = time.perf_counter() - tick
     with torch.no_grad():
