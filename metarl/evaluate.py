@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from metarl.checkpoint import CheckpointError, load_checkpoint
-from metarl.config import to_dict
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.runs import check_resumable, load_run_config
@@ -39,7 +38,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "checkpoint.pt"):
     config = load_run_config(run_dir)
     state = load_checkpoint(Path(run_dir) / checkpoint)
     try:
-        check_resumable(state["config"], to_dict(config), Path(run_dir))
+        check_resumable(state["config"], config, Path(run_dir))
     except CheckpointError:
         raise CheckpointError(f"{run_dir}: {checkpoint} was written by a different config than "
                               "its config.yaml") from None

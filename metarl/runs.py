@@ -85,7 +85,14 @@ def load_run_config(run_dir: str | Path) -> Any:
     return load_config(path)
 
 
-def check_resumable(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+def check_resumable(saved: dict[str, Any], current: Any, run_dir: Path) -> None:
+    """The saved config dict of a checkpoint against the ``current`` config object.
+
+    A key the saved config lacks was added to metarl after the run was written: the
+    run had that key's default behaviour, so it compares as the default.
+    """
+    saved = {**to_dict(type(current)()), **saved}
+    current = to_dict(current)
     changed = [k for k in sorted(set(saved) | set(current))
                if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k)]
     if changed:
@@ -109,7 +116,7 @@ class Run:
         self.start_state: dict[str, Any] | None = None
         if resume:
             self.start_state = load_checkpoint(self.checkpoint_path)
-            check_resumable(self.start_state["config"], to_dict(config), self.dir)
+            check_resumable(self.start_state["config"], config, self.dir)
         elif self.checkpoint_path.exists():
             raise CheckpointError(f"{self.dir} already holds a run (checkpoint.pt); pass --resume "
                                   "to continue it or choose another --run-dir")

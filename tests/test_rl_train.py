@@ -158,3 +158,29 @@ def test_load_for_sampling_restores_the_checkpoints_policy(tmp_path):
     for name, value in policy.state_dict().items():
         assert torch.equal(value, state["model"][name])
     env.close()
+
+
+def test_runs_written_before_a_config_key_existed_still_evaluate_and_resume(tmp_path, capsys):
+    # A run from an older metarl has no cg_preconditioner / kfac_damping in its saved
+    # configs: it ran with their defaults, so it must evaluate and resume as before.
+    import yaml
+
+    from metarl.checkpoint import save_checkpoint
+    run = train_with_cli(tmp_path, "kind: rl\niterations: 2\n")
+    state = load_checkpoint(run / "checkpoint.pt")
+    for key in ("cg_preconditioner", "kfac_damping"):
+        del state["config"][key]
+    save_checkpoint(state, run / "checkpoint.pt")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    old = {k: v for k, v in saved.items() if k not in ("cg_preconditioner", "kfac_damping")}
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert main(["evaluate", str(run), "--tasks", "2", "--episodes", "2", "--steps", "1",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert main(["train", str(run / "config.yaml"), "--run-dir", str(run), "--resume",
+                 "--quiet", "--set=iterations=3"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 3
+    # Asking for another value than the run's default is still a change of the run.
+    capsys.readouterr()
+    assert main(["train", str(run / "config.yaml"), "--run-dir", str(run), "--resume",
+                 "--quiet", "--set=iterations=4", "--set=cg_preconditioner=kfac"]) != 0
+    assert "cg_preconditioner' was 'none' in the run" in capsys.readouterr().err
