@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from metarl.cli import load_for_sampling
-from metarl.functional import call, expand_params, params_of
+from metarl.functional import call, detach_params, expand_params, params_of
 from metarl.rl.losses import mean_kl
 from metarl.rl.maml_trpo import sample_meta_batch, training_inner_steps
 
@@ -34,7 +34,7 @@ def describe(path: str, seed: int) -> str:
     generator = torch.Generator().manual_seed(seed)
     batch, stats = sample_meta_batch(env, policy, config, seeds, generator)
     env.close()
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    meta = detach_params(params_of(policy))
     first = batch.train[0][0]  # the episodes of the first inner step, from the meta-parameters
     with torch.no_grad():
         before = call(policy, expand_params(meta, first.num_tasks), first.obs)

@@ -21,6 +21,7 @@ import numpy as np
 
 from metarl.cli import main as metarl
 from metarl.compare import read_scalars
+from metarl.evaluate import mean_ci95
 from metarl.plot import plt, save
 
 VARIANTS = {  # name -> config overrides
@@ -78,8 +79,7 @@ def main() -> None:
             ax.plot(r["minutes"][window - 1:], smooth, color=f"C{color}",
                     label=name if i == 0 else None)
         per_task = np.concatenate([np.asarray(r["evaluation"]["per_task"]) for r in results])
-        mean = per_task.mean(axis=0)
-        half = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(len(per_task))
+        mean, half = zip(*(mean_ci95(column) for column in per_task.T))
         iterations = np.mean([r["iterations"] for r in results])
         per_iteration = np.mean([60 * r["minutes"][-1] / r["iterations"] for r in results])
         lines.append(f"| {name} | {iterations:.0f} | {per_iteration:.2f} | "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from metarl.cli import load_for_sampling
-from metarl.functional import call, flatten, params_of, unflatten
+from metarl.functional import call, detach_params, flatten, params_of, unflatten
 from metarl.rl import maml_trpo
 from metarl.rl.adaptation import adapt_through, inner_iterates
 from metarl.rl.fisher import autograd_product, subsample_episodes
@@ -38,7 +38,7 @@ def trpo_direction(product, grad: torch.Tensor, config) -> torch.Tensor:
 
 def compare_on_batch(policy, config, batch, fractions: list[float]) -> dict[str, tuple]:
     """Per variant: (cosine to the all-episode step, surrogate improvement, KL of its full step)."""
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    meta = detach_params(params_of(policy))
     tasks, loss = batch.valid.num_tasks, inner_loss(config.inner_objective)
     flat = flatten(meta).clone().requires_grad_()
     before = surrogate_loss(policy, adapt_through(policy, unflatten(flat, meta), batch.train,

@@ -25,6 +25,7 @@ import numpy as np
 
 from metarl.cli import main as metarl
 from metarl.compare import read_scalars
+from metarl.evaluate import mean_ci95
 
 METHODS = ("maml", "pretrained", "random", "oracle")
 PAPER = {  # MAML paper, returns after 0 / 1 / 2 / 3 gradient steps (MAML)
@@ -72,8 +73,7 @@ def table(results: dict[str, list[dict]], env: str) -> str:
         per_task = np.concatenate([np.asarray(r["per_task"]) for r in runs])
         if method == "oracle":  # drawn without adaptation, as the paper (see unadapted)
             per_task = np.repeat(per_task[:, :1], per_task.shape[1], axis=1)
-        mean = per_task.mean(axis=0)
-        half = 1.96 * per_task.std(axis=0, ddof=1) / np.sqrt(len(per_task))
+        mean, half = zip(*(mean_ci95(column) for column in per_task.T))
         cells = " | ".join(f"{m:.2f} ± {h:.2f}" for m, h in zip(mean, half))
         minutes = sum(r["train_minutes"] for r in runs) / len(runs)
         name = "oracle, not adapted" if method == "oracle" else method

@@ -13,7 +13,7 @@ parameters. Models that cannot (e.g. convolutions) go through ``vmap_call``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,12 +52,6 @@ def expand_params(params: Mapping[str, Tensor], num_tasks: int) -> Params:
 def stack_params(per_task: Sequence[Mapping[str, Tensor]]) -> Params:
     """List of T parameter dicts -> one dict of (T, ...) tensors."""
     return {k: torch.stack([p[k] for p in per_task]) for k in per_task[0]}
-
-
-def unstack_params(stacked: Mapping[str, Tensor]) -> list[Params]:
-    """Inverse of ``stack_params``."""
-    num_tasks = next(iter(stacked.values())).shape[0]
-    return [{k: v[t] for k, v in stacked.items()} for t in range(num_tasks)]
 
 
 def select_task(stacked: Mapping[str, Tensor], task: int) -> Params:
@@ -105,8 +99,5 @@ def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Params:
 
 
 def detach_params(params: Mapping[str, Tensor]) -> Params:
+    """The same tensors cut from the graph (no copies)."""
     return {k: v.detach() for k, v in params.items()}
-
-
-def map_params(fn: Callable[[Tensor], Tensor], params: Mapping[str, Tensor]) -> Params:
-    return {k: fn(v) for k, v in params.items()}

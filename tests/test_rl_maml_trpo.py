@@ -7,7 +7,7 @@ import torch
 
 from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
-from metarl.functional import call, expand_params, flatten, params_of, unflatten
+from metarl.functional import call, detach_params, expand_params, flatten, params_of, unflatten
 from metarl.models import GaussianPolicy
 from metarl.rl.adaptation import adapt_through, inner_iterates
 from metarl.rl.fisher import autograd_product, subsample_episodes, third_order_product
@@ -63,7 +63,7 @@ def test_meta_gradient_of_surrogate_matches_finite_differences():
     # derivative of the fixed-sample function (they add the sampling-distribution
     # term in expectation); tests/test_rl_losses.py checks those by enumeration.
     config, policy, batch = small_batch("reinforce")
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    meta = detach_params(params_of(policy))
     objective = surrogate_of(policy, batch, config)
     flat = flatten(meta).clone().requires_grad_()
     (grad,) = torch.autograd.grad(objective(unflatten(flat, meta)), flat)
@@ -85,9 +85,9 @@ def require_grad(params):
                                                           ("reinforce", True)])
 def test_structured_fisher_product_equals_brute_force(inner_objective, first_order):
     config, policy, batch = small_batch(inner_objective, first_order)
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    meta = detach_params(params_of(policy))
     adapted = adapt_policy(policy, require_grad(meta), batch.train, config)
-    old = call(policy, {k: v.detach() for k, v in adapted.items()}, batch.valid.obs)
+    old = call(policy, detach_params(adapted), batch.valid.obs)
     flat = flatten(meta)
     kl = lambda f: mean_kl(old, call(policy, adapt_policy(policy, unflatten(f, meta),
                                                           batch.train, config), batch.valid.obs),
@@ -105,9 +105,8 @@ def test_adapted_fisher_product_is_the_kl_hessian_at_the_adapted_policies():
     # Brute force: shift every task's adapted parameters by the same delta; the
     # Hessian of the KL in delta at 0 is the sum over tasks of their Fisher matrices.
     config, policy, batch = small_batch("reinforce")
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
-    adapted = {k: v.detach() for k, v in
-               adapt_policy(policy, require_grad(meta), batch.train, config).items()}
+    meta = detach_params(params_of(policy))
+    adapted = detach_params(adapt_policy(policy, require_grad(meta), batch.train, config))
     old = call(policy, adapted, batch.valid.obs)
     delta = torch.zeros(flatten(meta).numel(), dtype=torch.float64)
     shifted = lambda d: {k: adapted[k] + x for k, x in unflatten(d, meta).items()}
@@ -121,9 +120,8 @@ def test_adapted_fisher_product_is_the_kl_hessian_at_the_adapted_policies():
 
 def test_adapted_fisher_product_is_exact_for_first_order_maml():
     config, policy, batch = small_batch("reinforce", first_order=True)
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
-    adapted = {k: v.detach() for k, v in
-               adapt_policy(policy, require_grad(meta), batch.train, config).items()}
+    meta = detach_params(params_of(policy))
+    adapted = detach_params(adapt_policy(policy, require_grad(meta), batch.train, config))
     old = call(policy, adapted, batch.valid.obs)
     exact = autograd_product(policy, meta, batch.train, inner_loss("reinforce"),
                              config.inner_lr, True, batch.valid, old)
@@ -141,7 +139,7 @@ def test_subsampled_fisher_product_is_taken_where_the_adaptation_went(first_orde
     # equals p_k at the meta-parameters and has the half-episode Jacobian, so the
     # Hessian of KL(pi_{p_K} || pi_{phi_K}) there is J_half^T F(p_K) J_half.
     config, policy, batch = small_batch("reinforce", first_order)
-    meta = {k: v.detach() for k, v in params_of(policy).items()}
+    meta = detach_params(params_of(policy))
     loss, lr = inner_loss("reinforce"), config.inner_lr
     half = [(subsample_episodes(e, 0.5), a[:, :2]) for e, a in batch.train]
     points = inner_iterates(policy, meta, batch.train, loss, lr, num_tasks=3)
@@ -181,3 +179,34 @@ def test_subsample_keeps_the_first_episodes_of_every_task():
     assert subsample_episodes(batch.valid, 1.0).obs.shape == batch.valid.obs.shape
     with pytest.raises(ValueError, match="fraction"):
         subsample_episodes(batch.valid, 0.0)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["fisher_backend=autograd"], ["fisher=autograd"], ["fisher=adapted"],
+    ["cg_preconditioner=kfac", "cg_iters=5"], ["first_order=true"],
+    ["inner_objective=dice", "fisher_fraction=0.5"]])
+def test_meta_update_improves_the_surrogate_within_the_kl_bound(overrides):
+    from metarl.rl.maml_trpo import meta_update
+
+    config = load_config(data={"kind": "rl"}, overrides=[
+        "meta_batch_size=4", "episodes_per_task=6", "horizon=20", "hidden_sizes=[16, 16]",
+        "max_kl=0.01", *overrides])
+    family = Navigation2DFamily(max_episode_steps=config.horizon)
+    env = family.make_vector_env(family.sample_tasks(np.random.default_rng(3), 4), 6)
+    torch.manual_seed(0)
+    policy = GaussianPolicy(2, 2, (16, 16))
+    batch, _ = sample_meta_batch(env, policy, config, [5, 6], torch.Generator().manual_seed(0))
+    before = {k: v.detach().clone() for k, v in params_of(policy).items()}
+    surrogate_at = lambda params: surrogate_loss(
+        policy, adapt_policy(policy, require_grad(params), batch.train, config), batch.valid,
+        batch.valid_advantages, batch.valid_log_probs).item()
+    stats = meta_update(policy, batch, config)
+    after = {k: v.detach().clone() for k, v in params_of(policy).items()}
+    assert stats["trpo/accepted"] == 1.0
+    assert surrogate_at(after) < surrogate_at(before)
+    assert stats["surrogate/after"] == pytest.approx(surrogate_at(after), rel=1e-4, abs=1e-6)
+    old = call(policy, batch.valid_params, batch.valid.obs)
+    adapted = adapt_policy(policy, require_grad(after), batch.train, config)
+    kl = mean_kl(old, call(policy, adapted, batch.valid.obs), batch.valid.mask).item()
+    assert 0 < kl <= config.max_kl
+    assert stats["trpo/kl"] == pytest.approx(kl, rel=1e-4)
