@@ -185,3 +185,17 @@ def test_argument_checks():
         trpo(params_of(policy), loss_fn, kl_fn, max_kl=0.01, backtrack_ratio=1.0)
     with pytest.raises(ValueError, match="damping"):
         natural_gradient_step(torch.ones(2), lambda v: v, 0.01, damping=-1.0, cg_iters=3)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e3, 1e6])
+def test_trpo_step_does_not_depend_on_the_loss_scale(scale):
+    # An absolute CG tolerance stopped after one iteration at 1e-5 and took no step
+    # at 1e-6; the step of a scaled loss must be the same step.
+    policy, episodes, advantages = setup(4)
+    loss_fn, kl_fn = surrogate_closures(policy, episodes, advantages, through_adaptation=True)
+    reference, info = trpo(params_of(policy), loss_fn, kl_fn, max_kl=1e-2, cg_iters=10)
+    scaled, scaled_info = trpo(params_of(policy), lambda p: scale * loss_fn(p), kl_fn,
+                               max_kl=1e-2, cg_iters=10)
+    assert info["accepted"] and scaled_info["accepted"]
+    assert scaled_info["backtracks"] == info["backtracks"]
+    torch.testing.assert_close(flatten(scaled), flatten(reference), rtol=1e-7, atol=1e-10)

@@ -28,7 +28,8 @@ def conjugate_gradient(product: LinearMap, b: Tensor, iters: int = 10,
     """Approximate solution x of A x = b for symmetric positive definite A, given
     v -> A v, and its residual r = b - A x; b, x, r are (n,).
 
-    Stops after ``iters`` products or when |r|^2 < residual_tol. preconditioner:
+    Stops after ``iters`` products or when |r|^2 < residual_tol |b|^2 (relative, so that
+    scaling b, e.g. the loss whose gradient it is, scales x alike). preconditioner:
     v -> P^-1 v for a symmetric positive definite P close to A (preconditioned CG).
     CG updates r alongside x, so A x = b - r costs no further product.
     """
@@ -42,8 +43,9 @@ def conjugate_gradient(product: LinearMap, b: Tensor, iters: int = 10,
     z = precondition(residual)
     direction = z.clone()
     rz = residual @ z
+    tolerance = residual_tol * (b @ b)
     for _ in range(iters):
-        if residual @ residual < residual_tol:
+        if residual @ residual <= tolerance:  # <=: a zero b takes no step
             break
         a_direction = product(direction)
         step = rz / (direction @ a_direction)
