@@ -81,9 +81,31 @@ def cmd_train(args: argparse.Namespace) -> None:
                             shard=shard)
     finally:
         close_shard()
-    if shard.is_main:
+    if shard.is_main and not metrics:
+        print(f"{run_dir}: nothing to train, the run has reached its {config.iterations} "
+              "iterations (--set iterations=N continues it)")
+    elif shard.is_main:
         print(f"run saved in {run_dir}: "
               + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+def default(value, fallback):
+    """``value`` unless it was not given (0 is a value: 0 steps is the return before adapting)."""
+    return fallback if value is None else value
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= minimum, else argparse's one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -92,18 +114,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     config = load_run_config(args.run_dir)
     if config.kind == "rl":
-        result = evaluate_rl(args.run_dir, make_family(config), steps=args.steps or 3,
-                             num_tasks=args.tasks or 40, episodes=args.episodes,
+        result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
+                             num_tasks=default(args.tasks, 40), episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt")
         curves = {result["method"]: result["curve"]}
     elif config.kind == "fewshot":
-        result = evaluate_fewshot(args.run_dir, steps=args.steps, num_tasks=args.tasks or 600,
+        result = evaluate_fewshot(args.run_dir, steps=args.steps,
+                                  num_tasks=default(args.tasks, 600),
                                   seed=args.seed, checkpoint=args.checkpoint or "checkpoint.pt")
         curves = {result["dataset"]: result["curve"]}
     else:
         shots = tuple(int(s) for s in args.shots.split(","))
-        result = evaluate_sinusoid(args.run_dir, steps=args.steps or 10,
-                                   num_tasks=args.tasks or 600, shots=shots, seed=args.seed,
+        result = evaluate_sinusoid(args.run_dir, steps=default(args.steps, 10),
+                                   num_tasks=default(args.tasks, 600), shots=shots,
+                                   seed=args.seed,
                                    checkpoint=args.checkpoint or "checkpoint.pt")
         curves = {f"K={k}": curve for k, curve in result["shots"].items()}
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
@@ -158,12 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="adaptation curves of a trained run")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--steps", type=int, help="inner steps 0..K (sinusoid 10, RL 3, "
+    evaluate.add_argument("--steps", type=count(0), help="inner steps 0..K (sinusoid 10, RL 3, "
                           "few-shot the config's eval_inner_steps)")
-    evaluate.add_argument("--tasks", type=int, help="held-out tasks (sinusoid and few-shot 600, "
+    evaluate.add_argument("--tasks", type=count(1), help="held-out tasks (sinusoid and few-shot 600, "
                           "RL 40)")
     evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
-    evaluate.add_argument("--episodes", type=int, help="RL episodes per task and step "
+    evaluate.add_argument("--episodes", type=count(1), help="RL episodes per task and step "
                           "(default: the run's eval_episodes, else its episodes_per_task)")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "

@@ -129,7 +129,8 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
     policy = build_policy(config, probe.observation_space, probe.action_space)
     probe.close()
     policy.load_state_dict(state["model"])
-    episodes = episodes or config.eval_episodes or config.episodes_per_task
+    if episodes is None:
+        episodes = config.eval_episodes or config.episodes_per_task
     per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
                                   later_factor)
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]

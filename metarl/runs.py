@@ -102,6 +102,17 @@ def check_resumable(saved: dict[str, Any], current: Any, run_dir: Path) -> None:
             f"now {current.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change)")
 
 
+RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "*.pt.*.tmp",
+             "evaluation*.json", "evaluation*.csv", "evaluation*.png")
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """Names of the files in ``run_dir`` that a run writes (none if it does not exist)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted({p.name for pattern in RUN_FILES for p in run_dir.glob(pattern)})
+
+
 class Run:
     """Owns a run directory: checks it, writes the config, logs scalars, saves checkpoints."""
 
@@ -115,14 +126,21 @@ class Run:
         self.best_path = self.dir / "best.pt"
         self.start_state: dict[str, Any] | None = None
         if resume:
+            if not self.checkpoint_path.exists() and self.best_path.exists():
+                raise CheckpointError(
+                    f"cannot resume {self.dir}: no checkpoint.pt, only best.pt (the best "
+                    "iterate, not the last); copy it to checkpoint.pt to continue from it")
             self.start_state = load_checkpoint(self.checkpoint_path)
             check_resumable(self.start_state["config"], config, self.dir)
-        elif self.checkpoint_path.exists():
-            raise CheckpointError(f"{self.dir} already holds a run (checkpoint.pt); pass --resume "
-                                  "to continue it or choose another --run-dir")
+        elif existing := run_files(self.dir):
+            raise CheckpointError(f"{self.dir} already holds a run ({', '.join(existing[:3])}"
+                                  f"{', ...' if len(existing) > 3 else ''}); pass --resume to "
+                                  "continue it or choose another --run-dir")
         self._writer = None
         if writes:
             self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob("*.pt.*.tmp"):  # an interrupted checkpoint write
+                stale.unlink(missing_ok=True)
             save_config(config, self.dir / "config.yaml")
 
     @property

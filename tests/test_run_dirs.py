@@ -1,0 +1,77 @@
+"""Run directories: nothing saved is ever overwritten, every refusal is one line."""
+
+import os
+
+import pytest
+
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+
+SMALL = ["--set=meta_batch_size=2", "--set=episodes_per_task=2", "--set=horizon=10",
+         "--set=hidden_sizes=[8]", "--set=eval_episodes=2"]
+
+
+def train(run, *extra):
+    return main(["train", "experiments/configs/navigation-2d.yaml", "--run-dir", str(run),
+                 "--quiet", "--set=iterations=2", *SMALL, *extra])
+
+
+@pytest.mark.parametrize("leftover", ["best.pt", "events.out.tfevents.123.host.1.0",
+                                      "evaluation.json", "config.yaml"])
+def test_a_folder_with_any_run_file_is_refused_and_left_alone(tmp_path, capsys, leftover):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / leftover).write_bytes(b"an earlier run's file")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert train(run) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"already holds a run ({leftover})" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_removes_stale_checkpoint_temp_files_only(tmp_path):
+    run = tmp_path / "run"
+    assert train(run) == 0
+    stale = [run / "checkpoint.pt.x1y2.tmp", run / "best.pt.a9b8.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = run / "notes.tmp"
+    keep.write_text("mine")
+    assert train(run, "--resume", "--set=iterations=3") == 0
+    assert not any(path.exists() for path in stale)
+    assert keep.read_text() == "mine"
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 3
+
+
+def test_resume_without_checkpoint_names_the_best_iterate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run) == 0
+    os.remove(run / "checkpoint.pt")
+    capsys.readouterr()
+    assert train(run, "--resume") == 2
+    assert "no checkpoint.pt, only best.pt" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run) == 0
+    capsys.readouterr()
+    assert train(run, "--resume") == 0
+    assert "nothing to train, the run has reached its 2 iterations" in capsys.readouterr().out
+
+
+def test_evaluate_counts_are_taken_as_given_or_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run) == 0
+    out = tmp_path / "zero.json"
+    assert main(["evaluate", str(run), "--steps", "0", "--tasks", "3", "--out", str(out)]) == 0
+    import json
+    result = json.loads(out.read_text())
+    assert len(result["curve"]["mean"]) == 1 and result["tasks"] == 3  # not the defaults
+    for flag, value in [("--tasks", "0"), ("--episodes", "0"), ("--steps", "-1"),
+                        ("--tasks", "-1")]:
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", str(run), flag, value])
+        assert stop.value.code == 2
+        assert f"argument {flag}: must be >=" in capsys.readouterr().err
+    assert not (run / "evaluation.json").exists()
