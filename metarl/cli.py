@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--steps", type=count(0), help="inner steps 0..K (sinusoid 10, RL 3, "
                           "few-shot the config's eval_inner_steps)")
-    evaluate.add_argument("--tasks", type=count(1), help="held-out tasks (sinusoid and few-shot 600, "
-                          "RL 40)")
+    evaluate.add_argument("--tasks", type=count(1), help="held-out tasks (sinusoid and "
+                          "few-shot 600, RL 40)")
     evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
     evaluate.add_argument("--episodes", type=count(1), help="RL episodes per task and step "
                           "(default: the run's eval_episodes, else its episodes_per_task)")

@@ -132,7 +132,7 @@ class Run:
                     "iterate, not the last); copy it to checkpoint.pt to continue from it")
             self.start_state = load_checkpoint(self.checkpoint_path)
             check_resumable(self.start_state["config"], config, self.dir)
-        elif existing := run_files(self.dir):
+        elif writes and (existing := run_files(self.dir)):  # other ranks see rank 0's files
             raise CheckpointError(f"{self.dir} already holds a run ({', '.join(existing[:3])}"
                                   f"{', ...' if len(existing) > 3 else ''}); pass --resume to "
                                   "continue it or choose another --run-dir")
