@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -60,6 +61,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 pass
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every range check
+                raise ConfigError(f"config key '{key}': must be a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -85,8 +88,12 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
             raise ConfigError(f"config key '{key}': must be <= {high}, got {value!r}")
 
 
-def from_dict(cls: type, data: dict[str, Any], source: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``, strictly."""
+def from_dict(cls: type, data: dict[str, Any], source: str = "config",
+              overridden: frozenset[str] = frozenset()) -> Any:
+    """Build dataclass ``cls`` from ``data``, strictly.
+
+    overridden: keys that came from ``--set``: their errors say so, not ``source``.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys to values, "
                           f"got {type(data).__name__}")
@@ -96,12 +103,16 @@ def from_dict(cls: type, data: dict[str, Any], source: str = "config") -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown config key '{key}'{hint}; "
+            origin = "--set" if key in overridden else source
+            raise ConfigError(f"{origin}: unknown config key '{key}'{hint}; "
                               f"allowed keys: {', '.join(fields)}")
     values = {}
     for key, value in data.items():
-        values[key] = _coerce(key, value, hints[key])
-        _check_range(key, values[key], dict(fields[key].metadata))
+        try:
+            values[key] = _coerce(key, value, hints[key])
+            _check_range(key, values[key], dict(fields[key].metadata))
+        except ConfigError as err:
+            raise ConfigError(f"--set: {err}" if key in overridden else str(err)) from None
     config = cls(**values)
     if hasattr(config, "validate"):
         config.validate()
@@ -122,12 +133,27 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (it keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -147,14 +173,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 data: dict[str, Any] | None = None) -> Any:
     """Read a YAML file (or ``data``), apply ``--set`` overrides, return the typed config."""
     raw = dict(data or {}) if path is None else read_yaml(path)
-    raw.update(parse_overrides(overrides or []))
+    overridden = parse_overrides(overrides or [])
+    raw.update(overridden)
     source = str(path) if path is not None else "config"
     classes = config_classes()
     kind = raw.get("kind")
     if kind not in classes:
         raise ConfigError(f"{source}: config key 'kind' must be one of "
                           f"{', '.join(repr(k) for k in classes)}, got {kind!r}")
-    return from_dict(classes[kind], raw, source)
+    return from_dict(classes[kind], raw, source, frozenset(overridden))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

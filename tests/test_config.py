@@ -61,3 +61,29 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("kind: [sinusoid\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("key,value", [("inner_lr", ".nan"), ("gamma", ".nan"),
+                                       ("max_kl", ".inf"), ("cg_damping", "-.inf")])
+def test_non_finite_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"--set: config key '{key}': must be a finite number"):
+        load_config(data={"kind": "rl"}, overrides=[f"{key}={value}"])
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("kind: rl\niterations: 3\niterations: 5\n")
+    with pytest.raises(ConfigError, match=r"key 'iterations' given twice \(lines 2 and 3\)"):
+        load_config(path)
+
+
+def test_errors_of_overrides_name_the_override_not_the_file(tmp_path):
+    path = tmp_path / "nav.yaml"
+    path.write_text("kind: rl\n")
+    with pytest.raises(ConfigError, match=r"^--set: unknown config key 'iteratons' \(did you "):
+        load_config(path, ["iteratons=3"])
+    with pytest.raises(ConfigError, match=r"^--set: config key 'iterations': expected an int"):
+        load_config(path, ["iterations=many"])
+    path.write_text("kind: rl\niteratons: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown config key 'iteratons'"):
+        load_config(path)
