@@ -221,11 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from metarl.runs import Interrupted
+
     try:
         args.func(args)
     except USER_ERRORS as err:
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"metarl: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("metarl: stopped at once; the last checkpoint on disk is whole", file=sys.stderr)
+        return 130
     return 0
 
 

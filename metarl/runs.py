@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,40 @@ def check_resumable(saved: dict[str, Any], current: Any, run_dir: Path) -> None:
         raise CheckpointError(
             f"cannot resume {run_dir}: config key '{k}' was {saved.get(k)!r} in the run, "
             f"now {current.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change)")
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C after a finished iteration, whose checkpoint is saved."""
+
+    def __init__(self, run_dir: Path, iteration: int):
+        super().__init__(f"stopped at iteration {iteration}; resume with `metarl train "
+                         f"--resume --run-dir {run_dir}`")
+
+
+class StopOnInterrupt:
+    """Within it, a first Ctrl-C only asks the training loop to stop after the current
+    iteration (``requested``): its checkpoint is then written as usual. A second
+    Ctrl-C raises ``KeyboardInterrupt`` at once; checkpoints on disk are only ever
+    replaced atomically, so the last one stays whole."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():  # signals: main thread only
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("metarl: stopping after this iteration (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "*.pt.*.tmp",

@@ -75,3 +75,59 @@ def test_evaluate_counts_are_taken_as_given_or_refused(tmp_path, capsys):
         assert stop.value.code == 2
         assert f"argument {flag}: must be >=" in capsys.readouterr().err
     assert not (run / "evaluation.json").exists()
+
+
+def start_training(run, config, *extra):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [sys.executable, "-m", "metarl", "train", config, "--run-dir", str(run), "--quiet",
+         "--set=iterations=100000", "--set=checkpoint_every=100000", "--set=threads=1",
+         *extra], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, process, seconds=120):
+    import time
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("config,first_file,extra", [
+    ("experiments/configs/navigation-2d.yaml", "best.pt", SMALL),
+    ("experiments/configs/sinusoid.yaml", "events.out.tfevents.*", ["--set=log_every=1"])])
+def test_ctrl_c_checkpoints_the_last_finished_iteration_and_says_how_to_resume(
+        tmp_path, config, first_file, extra):
+    import signal
+    run = tmp_path / "run"
+    process = start_training(run, config, *extra)
+    while not list(run.glob(first_file)):  # a first iteration has finished
+        assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) <= 2, err
+    assert "stopped at iteration" in lines[-1] and "--resume --run-dir" in lines[-1]
+    iteration = int(lines[-1].split("stopped at iteration ")[1].split(";")[0])
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == iteration >= 1
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    import signal
+    import time
+    run = tmp_path / "run"
+    process = start_training(run, "experiments/configs/navigation-2d.yaml",
+                             "--set=horizon=100", "--set=meta_batch_size=40",
+                             "--set=episodes_per_task=40")  # iterations of several seconds
+    wait_for(run / "config.yaml", process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "stopped at once" in err.splitlines()[-1]

@@ -22,7 +22,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch, training_inner_steps
-from metarl.runs import Run, setup_torch
+from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
 
 
 def build_policy(config, observation_space, action_space) -> torch.nn.Module:
@@ -75,37 +75,42 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
     bar = tqdm(range(run.start_iteration, config.iterations),
                disable=not (progress and shard.is_main),
                initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
-    for iteration in bar:
-        tick = time.perf_counter()
-        tasks = family.sample_tasks(rng, config.meta_batch_size)
-        env.set_tasks(tasks[shard.tasks(len(tasks))])
-        seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
-        batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
-        post = stats[f"return/after_{inner_steps}_steps"]
-        if post > best:  # the paper evaluates the best iterate: these are its parameters
-            best = post
-            checkpoint(iteration, path_best=True)
-        outer_tick = time.perf_counter()
-        if config.method != "random":  # the random baseline keeps its initialisation
-            stats.update(meta_update(policy, batch, config, shard))
-        stats["time/outer_step"] = time.perf_counter() - outer_tick
-        stats["time/iteration"] = time.perf_counter() - tick
-        stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
+    interrupt = StopOnInterrupt()
+    with interrupt:
+        for iteration in bar:
+            tick = time.perf_counter()
+            tasks = family.sample_tasks(rng, config.meta_batch_size)
+            env.set_tasks(tasks[shard.tasks(len(tasks))])
+            seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
+            batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
+            post = stats[f"return/after_{inner_steps}_steps"]
+            if post > best:  # the paper evaluates the best iterate: these are its parameters
+                best = post
+                checkpoint(iteration, path_best=True)
+            outer_tick = time.perf_counter()
+            if config.method != "random":  # the random baseline keeps its initialisation
+                stats.update(meta_update(policy, batch, config, shard))
+            stats["time/outer_step"] = time.perf_counter() - outer_tick
+            stats["time/iteration"] = time.perf_counter() - tick
+            stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
 
-        done = iteration + 1
-        bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
-        if done % config.log_every == 0 or done == config.iterations:
-            run.log(done, stats)
-        metrics = stats
-        out_of_time = (config.time_limit_minutes is not None
-                       and shard.sum_floats(time.perf_counter() - started > 60
-                                            * config.time_limit_minutes)[0] > 0)
-        if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
-            checkpoint(done)
-        if out_of_time:
-            break
+            done = iteration + 1
+            bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
+            if done % config.log_every == 0 or done == config.iterations:
+                run.log(done, stats)
+            metrics = stats
+            over_time = (config.time_limit_minutes is not None
+                         and time.perf_counter() - started > 60 * config.time_limit_minutes)
+            # every process stops at the same iteration
+            out_of_time = shard.sum_floats(over_time or interrupt.requested)[0] > 0
+            if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
+                checkpoint(done)
+            if out_of_time:
+                break
     env.close()
     run.close({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
                "final/return_after": metrics.get(f"return/after_{inner_steps}_steps",
                                                  float("nan"))})
+    if interrupt.requested:
+        raise Interrupted(run.dir, done)
     return {k: v for k, v in metrics.items() if k.startswith("return/")}

@@ -21,7 +21,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
 from metarl.models import MLP, Conv4
-from metarl.runs import Run, setup_torch
+from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
 from metarl.supervised import sinusoid
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
@@ -105,42 +105,49 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                disable=not (progress and shard.is_main),
                initial=run.start_iteration, total=config.iterations, desc="meta-train")
     tick = time.perf_counter()
-    for iteration in bar:
-        batch = sinusoid.sample_batch(rng, config, config.meta_batch_size)
-        support, query = to_device(task_block(batch, block), device)
-        params = params_of(model)
-        optimizer.zero_grad(set_to_none=True)
-        if config.method == "reptile":
-            grads, loss = reptile_direction(model, mse_per_task, params, support, query,
-                                            config.inner_lr, config.inner_steps)
-            for name, p in params.items():
-                p.grad = weight * grads[name]
-        else:
-            loss = meta_loss(config.method, model, mse_per_task, params, support, query,
-                             config.inner_lr, config.inner_steps, rates)
-            (weight * loss).backward()
-        if shard.world_size > 1:  # the mean over all tasks: sum the weighted shares
-            shard.sum_gradients(meta_modules.parameters())
-            loss = shard.all_reduce(weight * loss.detach())
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
-        optimizer.step()
+    interrupt = StopOnInterrupt()
+    with interrupt:
+        for iteration in bar:
+            batch = sinusoid.sample_batch(rng, config, config.meta_batch_size)
+            support, query = to_device(task_block(batch, block), device)
+            params = params_of(model)
+            optimizer.zero_grad(set_to_none=True)
+            if config.method == "reptile":
+                grads, loss = reptile_direction(model, mse_per_task, params, support, query,
+                                                config.inner_lr, config.inner_steps)
+                for name, p in params.items():
+                    p.grad = weight * grads[name]
+            else:
+                loss = meta_loss(config.method, model, mse_per_task, params, support, query,
+                                 config.inner_lr, config.inner_steps, rates)
+                (weight * loss).backward()
+            if shard.world_size > 1:  # the mean over all tasks: sum the weighted shares
+                shard.sum_gradients(meta_modules.parameters())
+                loss = shard.all_reduce(weight * loss.detach())
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
+            optimizer.step()
 
-        done = iteration + 1
-        if done % config.log_every == 0 or done == config.iterations:
-            with torch.no_grad():
-                before = mse_per_task(model, params_of(model), query).mean().item()
-            before = shard.sum_floats(weight * before)[0]
-            seconds = (time.perf_counter() - tick) / config.log_every
-            metrics = {"loss/query_after_adaptation": loss.item(),
-                       "loss/query_before_adaptation": before,
-                       "time/seconds_per_iteration": seconds}
-            run.log(done, metrics)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            tick = time.perf_counter()
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            learner.save(run, shard, done)
+            done = iteration + 1
+            if done % config.log_every == 0 or done == config.iterations:
+                with torch.no_grad():
+                    before = mse_per_task(model, params_of(model), query).mean().item()
+                before = shard.sum_floats(weight * before)[0]
+                seconds = (time.perf_counter() - tick) / config.log_every
+                metrics = {"loss/query_after_adaptation": loss.item(),
+                           "loss/query_before_adaptation": before,
+                           "time/seconds_per_iteration": seconds}
+                run.log(done, metrics)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                tick = time.perf_counter()
+            stop = shard.sum_floats(interrupt.requested)[0] > 0  # all processes alike
+            if done % config.checkpoint_every == 0 or done == config.iterations or stop:
+                learner.save(run, shard, done)
+            if stop:
+                break
     run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
+    if interrupt.requested:
+        raise Interrupted(run.dir, done)
     return metrics
 
 
