@@ -154,9 +154,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
     bench_dir = Path(__file__).resolve().parent.parent / "experiments" / "bench"
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"benchmarks live in experiments/bench/ of a source checkout "
+                                f"(git clone; pip install -e .), not in {bench_dir.parent}")
     script = bench_dir / f"{args.name.replace('-', '_')}.py"
     if not script.is_file():
-        raise FileNotFoundError(f"no benchmark named {args.name!r} ({script} does not exist)")
+        names = ", ".join(sorted(p.stem.replace("_", "-") for p in bench_dir.glob("*.py")))
+        raise FileNotFoundError(f"no benchmark named {args.name!r}; there are {names}")
     sys.argv = [str(script), *args.rest]
     runpy.run_path(str(script), run_name="__main__")
 
@@ -203,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--tag", help="TensorBoard scalar for --training")
     plot.set_defaults(func=cmd_plot)
 
-    bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/")
-    bench.add_argument("name", help="e.g. meta-iteration, sampler, supervised")
+    bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/ (needs a "
+                           "source checkout)")
+    bench.add_argument("name", help="fisher-product, meta-iteration, sampler, supervised, "
+                       "distributed")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
 
