@@ -47,6 +47,14 @@ class _TaskSetter(gym.Wrapper):
         self.env.unwrapped.set_task(task)
         self._task = task
 
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        shape = self.observation_space.shape
+        if shape is not None and np.shape(obs) != shape:  # else gymnasium fails deep inside
+            raise ValueError(f"reset returned observations of shape {np.shape(obs)}, its "
+                             f"observation_space says {shape}")
+        return obs, info
+
 
 def make_task_env(
     env_fn: Callable[[], gym.Env], task: Task | None, max_episode_steps: int | None

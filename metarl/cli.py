@@ -9,10 +9,12 @@ from pathlib import Path
 from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError, load_config
 from metarl.distributed import DistributedError, close_shard, init_shard
+from metarl.rl.sampler import EnvOutputError
 from metarl.runs import resolve_device
 from metarl.supervised.images import DataError
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DataError, DistributedError)
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DataError, DistributedError,
+               EnvOutputError)
 
 
 def make_family(config):

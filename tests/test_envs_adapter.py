@@ -125,3 +125,50 @@ def test_get_family_loads_user_family(tmp_path, monkeypatch):
     env = family.make_vector_env(family.sample_tasks(np.random.default_rng(0), 2), 2)
     assert env.reset(seed=0)[0].shape == (4, 1)
     assert env.step(np.zeros((4, 1)))[1].shape == (4,)
+
+
+class GoesBadEnv(TargetEnv):
+    """Gives a NaN reward from its 5th reset on (the third meta-iteration)."""
+
+    def reset(self, *, seed=None, options=None):
+        self.resets = getattr(self, "resets", 0) + 1
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, *rest = super().step(action)
+        return obs, float("nan") if self.resets >= 5 else reward, *rest
+
+
+class WrongShapeEnv(TargetEnv):
+    def _obs(self):
+        return np.array([self.target, self._count, 0.0])  # the space says (2,)
+
+
+def small_rl_config(*extra):
+    from metarl.config import load_config
+    return load_config(data={"kind": "rl"}, overrides=[
+        "meta_batch_size=2", "episodes_per_task=2", "horizon=3", "hidden_sizes=[4]",
+        "checkpoint_every=1", "iterations=10", *extra])
+
+
+def test_a_non_finite_reward_is_one_line_naming_env_quantity_and_iteration(tmp_path):
+    from metarl.checkpoint import load_checkpoint
+    from metarl.rl.sampler import EnvOutputError
+    from metarl.rl.train import train
+    family = EnvTaskFamily(GoesBadEnv, sample_targets, name="GoesBad", max_episode_steps=3)
+    with pytest.raises(EnvOutputError) as err:
+        train(small_rl_config(), family, tmp_path, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("iteration 3: GoesBadEnv produced a non-finite reward (task 0")
+    assert "last checkpoint stays" in message
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 2
+
+
+def test_observations_of_another_shape_than_the_space_are_named(tmp_path):
+    from metarl.rl.sampler import EnvOutputError
+    from metarl.rl.train import train
+    family = EnvTaskFamily(WrongShapeEnv, sample_targets, name="Wrong", max_episode_steps=3)
+    with pytest.raises(EnvOutputError, match=r"WrongShapeEnv: reset returned observations of "
+                                             r"shape \(3,\), its observation_space says \(2,\)"):
+        train(small_rl_config(), family, tmp_path, progress=False)

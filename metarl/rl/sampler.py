@@ -18,6 +18,39 @@ from metarl.functional import call
 from metarl.rl.episodes import Episodes
 
 
+class EnvOutputError(ValueError):
+    """A task env returned something the sampler cannot use (non-finite, wrong shape)."""
+
+
+def _env_name(env) -> str:
+    """The user's env class inside vector envs and wrappers, else the vector env's."""
+    inner = env
+    while getattr(inner, "envs", None) is None and getattr(inner, "env", None) is not None:
+        inner = inner.env
+    envs = getattr(inner, "envs", None)  # gymnasium's SyncVectorEnv of single envs
+    return type(envs[0].unwrapped).__name__ if envs else type(env).__name__
+
+
+def _env_call(env, method: str, *args, **kwargs):
+    """env.reset / env.step; a ValueError from the env's code becomes one line naming it."""
+    try:
+        return getattr(env, method)(*args, **kwargs)
+    except ValueError as err:
+        raise EnvOutputError(f"{_env_name(env)}: {err}") from err
+
+
+def _check_finite(env, episodes: Episodes) -> None:
+    """Rewards and the observations of running steps must be finite: say where not."""
+    valid = episodes.mask.bool()
+    obs_ok = torch.isfinite(episodes.obs.reshape(*valid.shape, -1)).all(-1) | ~valid
+    for name, ok in (("reward", torch.isfinite(episodes.rewards)), ("observation", obs_ok)):
+        if not ok.all():
+            task, episode, step = (int(i) for i in (~ok).nonzero()[0])
+            raise EnvOutputError(f"{_env_name(env)} produced a non-finite {name} (task {task}, "
+                                 f"episode {episode}, step {step}); the sampler needs finite "
+                                 "rewards and observations")
+
+
 def _noise(shape: torch.Size, block: tuple[slice, int] | None, draw) -> Tensor:
     """draw(shape) for all tasks, then this process's block of tasks (leading dim)."""
     if block is None:
@@ -78,15 +111,19 @@ def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     device = next(iter(params.values())).device
-    obs, _ = env.reset(seed=seed)
+    obs, _ = _env_call(env, "reset", seed=seed)
+    if np.shape(obs)[1:] != env.single_observation_space.shape:
+        raise EnvOutputError(f"{_env_name(env)}: reset returned observations of shape "
+                             f"{np.shape(obs)[1:]}, its observation_space says "
+                             f"{env.single_observation_space.shape}")
     alive = np.ones(env.num_envs, dtype=bool)
     all_obs, all_actions, all_rewards, all_masks = [], [], [], []
     for _ in range(horizon):
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
         obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
         actions = sample_action(call(policy, params, obs_t), generator, block)
-        obs_next, rewards, terminated, truncated, _ = env.step(
-            env_actions(actions, env.single_action_space))
+        obs_next, rewards, terminated, truncated, _ = _env_call(
+            env, "step", env_actions(actions, env.single_action_space))
         all_obs.append(obs_t)
         all_actions.append(actions)
         all_masks.append(torch.as_tensor(alive, dtype=torch.float32).view(num_tasks, per_task))
@@ -100,6 +137,7 @@ def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
     def stack(items: list[Tensor]) -> Tensor:
         return torch.stack(items, dim=2).to(device)
 
-    return Episodes(obs=stack(all_obs), actions=stack(all_actions),
-                    rewards=stack(all_rewards),
-                    mask=stack(all_masks))
+    episodes = Episodes(obs=stack(all_obs), actions=stack(all_actions),
+                        rewards=stack(all_rewards), mask=stack(all_masks))
+    _check_finite(env, episodes)
+    return episodes

@@ -22,6 +22,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch, training_inner_steps
+from metarl.rl.sampler import EnvOutputError
 from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
 
 
@@ -82,7 +83,11 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
             tasks = family.sample_tasks(rng, config.meta_batch_size)
             env.set_tasks(tasks[shard.tasks(len(tasks))])
             seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
-            batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
+            try:
+                batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
+            except EnvOutputError as err:
+                raise EnvOutputError(f"iteration {iteration + 1}: {err}; the run's last "
+                                     "checkpoint stays as it was") from None
             post = stats[f"return/after_{inner_steps}_steps"]
             if post > best:  # the paper evaluates the best iterate: these are its parameters
                 best = post
