@@ -8,6 +8,7 @@ Sync/Async vector env of single envs (same trajectories, slower) on request.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +37,15 @@ def sample_velocities(rng: np.random.Generator, n: int, low: float, high: float)
 def sample_directions(rng: np.random.Generator, n: int) -> list[Task]:
     """``n`` direction tasks, +1 or -1 with probability 1/2."""
     return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+
+
+def _keyword_arguments(cls) -> set[str]:
+    """Named arguments of ``cls.__init__`` (none for None)."""
+    if cls is None:
+        return set()
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.name not in ("self", "task")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 class BuiltinTaskFamily:
@@ -77,6 +87,16 @@ class BuiltinTaskFamily:
         self.vectorization = vectorization
         self.native_kwargs = dict(native_kwargs or {})
         self.env_kwargs = env_kwargs
+        self._check_env_kwargs()
+
+    def _check_env_kwargs(self) -> None:
+        """Build one env now, so that a wrong argument is named before any run starts."""
+        try:
+            self.env_cls(None, **self.env_kwargs).close()
+        except TypeError as err:
+            accepted = sorted(_keyword_arguments(self.env_cls)
+                              | _keyword_arguments(getattr(self.env_cls, "rules_cls", None)))
+            raise TypeError(f"{self.name}: {err}; it accepts {', '.join(accepted)}") from None
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         raise NotImplementedError

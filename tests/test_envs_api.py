@@ -180,3 +180,14 @@ def test_mujoco_threads_follow_the_affinity_mask_not_the_machine():
     finally:
         os.sched_setaffinity(0, before)
     assert usable_cpus() == len(before)
+
+
+def test_an_unknown_env_kwarg_is_named_with_what_the_family_accepts(tmp_path, capsys):
+    from metarl.cli import main
+    code = main(["train", "experiments/configs/halfcheetah-vel.yaml", "--run-dir",
+                 str(tmp_path / "run"), "--set", "env_kwargs={ctrl_cost_wieght: 0.1}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "unexpected keyword argument 'ctrl_cost_wieght'" in err
+    assert "it accepts ctrl_cost_weight, frame_skip" in err
+    assert not (tmp_path / "run").exists()
