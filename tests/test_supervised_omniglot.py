@@ -110,3 +110,10 @@ def test_sampler_shapes_labels_and_no_mixing_of_splits(tmp_path):
         assert len(classes) == 3
     with pytest.raises(ValueError, match="6-way tasks need at least 6 classes"):
         sample_fewshot(rng, train.images[:5], 2, 6, 1, 1)
+
+
+def test_a_truncated_archive_is_there_but_unreadable_not_missing(tmp_path):
+    archive = make_zip(tmp_path / "images_background.zip", ["Greek"], characters=1)
+    archive.write_bytes(archive.read_bytes()[:1000])  # an interrupted download
+    with pytest.raises(ValueError, match="is there but is not a readable zip archive"):
+        read_omniglot([archive])

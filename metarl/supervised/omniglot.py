@@ -45,6 +45,9 @@ def _png_entries(source: Path) -> dict[str, list[tuple[str, Callable[[], bytes]]
             if len(m.parts) >= 3:
                 key = f"{m.parts[-3]}/{m.parts[-2]}"
                 found.setdefault(key, []).append((m.name, lambda m=m: archive.read(str(m))))
+    elif source.is_file():  # there, but not a zip archive: truncated or damaged
+        raise DataError(f"{source} is there but is not a readable zip archive (damaged or "
+                        "incomplete download?); download it again or extract it by hand")
     elif source.is_dir():
         for png in sorted(source.rglob("*.png")):
             key = f"{png.parent.parent.name}/{png.parent.name}"
