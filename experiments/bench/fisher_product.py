@@ -34,7 +34,7 @@ from metarl.rl.fisher import make_fisher_product, third_order_product
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
 from metarl.rl.maml_trpo import sample_meta_batch
-from metarl.rl.mlp_fisher import mlp_layout
+from metarl.rl.mlp_fisher import Buffers, PolicyFisher, mlp_layout
 from metarl.rl.train import build_policy, make_env
 from metarl.rl.trpo import conjugate_gradient, flat_gradient
 from metarl.runs import keep_freed_memory
@@ -133,8 +133,8 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
     product = products["structured"]
     damped = lambda x: product(x) + config.cg_damping * x
     tick = time.perf_counter()
-    kfac = kfac_preconditioner(mlp_layout(policy), meta, batch.valid_params, valid,
-                               config.kfac_damping)
+    fisher = PolicyFisher(mlp_layout(policy), batch.valid_params, valid, Buffers())
+    kfac = kfac_preconditioner(fisher, meta, config.kfac_damping)
     kfac_seconds = time.perf_counter() - tick
     directions = {"exact": conjugate_gradient(damped, -grad, 100, 0.0, kfac)[0]}
     for iters in [5, 10, 20]:
