@@ -148,9 +148,9 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
         return mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
-        adapted_values = inner_iterates(policy, params, batch.train, loss, lr, num_tasks)[-1]
+        last = inner_iterates(policy, params, batch.train, loss, lr, num_tasks)[-1]
         with torch.no_grad():
-            dist = call(policy, adapted_values, valid.obs)
+            dist = call(policy, last, valid.obs)
             values = torch.stack([
                 surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
                           batch.valid_advantages, valid.mask),
