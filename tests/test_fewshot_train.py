@@ -30,9 +30,10 @@ def small_config(data_dir, *overrides):
     return load_config(data=base, overrides=list(overrides))
 
 
-def held_out_loss(run_dir):
+def held_out(run_dir):
+    """(loss, accuracy) on 100 held-out tasks after the config's test-time steps."""
     result = evaluate_fewshot(run_dir, num_tasks=100)
-    return result["loss"][-1]
+    return result["loss"][-1], result["curve"]["mean"][-1]
 
 
 @pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "anil", "reptile"])
@@ -42,20 +43,28 @@ def test_every_method_trains_and_its_held_out_loss_falls(tmp_path, data_dir, met
     settings = (f"method={method}", f"inner_steps={steps}", f"eval_inner_steps={steps}")
     train(small_config(data_dir, *settings, "iterations=1"), tmp_path / "zero", progress=False)
     metrics = train(small_config(data_dir, *settings), tmp_path / "run", progress=False)
-    assert held_out_loss(tmp_path / "run") < 0.85 * held_out_loss(tmp_path / "zero")
-    assert 0 <= metrics["accuracy/query_after_adaptation"] <= 1
+    (loss, accuracy), (loss_zero, _) = held_out(tmp_path / "run"), held_out(tmp_path / "zero")
+    assert loss < 0.85 * loss_zero
+    assert accuracy > 1 / 3 + 0.05  # 3-way: chance is 1/3
+    assert metrics["accuracy/query_after_adaptation"] > 1 / 3
 
 
 def test_loop_adaptation_checkpointing_and_clipping_train(tmp_path, data_dir):
     # Equality of the gradients is tested in float64 (test_fewshot_adapt.py); here the options
     # run end to end. Recomputing the inner steps repeats the same float32 operations.
     runs = {}
-    for name, extra in [("loop", ("adapt=loop",)), ("plain", ("inner_steps=2", "grad_clip=0.5")),
+    for name, extra in [("loop", ("adapt=loop",)), ("vmap", ("adapt=vmap",)),
+                        ("plain", ("inner_steps=2", "grad_clip=0.5")),
                         ("recompute", ("inner_steps=2", "grad_clip=0.5",
                                        "grad_checkpointing=true"))]:
         train(small_config(data_dir, "iterations=3", *extra), tmp_path / name, progress=False)
         runs[name] = load_checkpoint(tmp_path / name / "checkpoint.pt")["model"]
-    assert all(torch.isfinite(v).all() for v in runs["loop"].values())
+    # A per-task loop takes the same steps as vmap; not compared: the conv biases, whose
+    # true gradient is 0 (batch norm follows), so Adam turns rounding into +-lr steps.
+    for k, v in runs["vmap"].items():
+        if ".convs." not in f".{k}" or not k.endswith(".bias"):
+            torch.testing.assert_close(runs["loop"][k], v, rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(runs["vmap"][k], runs["plain"][k]) for k in runs["vmap"])
     for k, v in runs["plain"].items():
         torch.testing.assert_close(runs["recompute"][k], v, rtol=1e-6, atol=1e-7)
 

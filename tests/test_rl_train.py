@@ -65,8 +65,18 @@ def train_with_cli(tmp_path, yaml_text):
 
 
 def test_cli_trains_rl_config(tmp_path):
+    from metarl.compare import read_scalars
+    from metarl.rl.train import build_policy
+
     run = train_with_cli(tmp_path, "kind: rl\nenv: metarl/Navigation2D-v0\niterations: 2\n")
-    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == 2
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["iteration"] == 2
+    cfg = load_config(run / "config.yaml")
+    env = make_family(cfg).make_vector_env([{"goal": [0.0, 0.0]}], 1)
+    initial = build_policy(cfg, env.single_observation_space, env.single_action_space)
+    assert any(not torch.equal(v, state["model"][k]) for k, v in initial.state_dict().items())
+    steps, accepted = read_scalars(run, "trpo/accepted")
+    assert steps == [1, 2] and sum(accepted) >= 1  # the TRPO steps moved the policy
 
 
 def test_evaluate_rl_run_writes_curve_and_is_reproducible(tmp_path):
