@@ -21,13 +21,13 @@ import torch
 from metarl.cli import load_for_sampling
 from metarl.functional import call, detach_params, expand_params, params_of
 from metarl.rl.losses import mean_kl
-from metarl.rl.maml_trpo import sample_meta_batch, training_inner_steps
+from metarl.rl.maml_trpo import sample_meta_batch
 
 
 def describe(path: str, seed: int) -> str:
     rng = np.random.default_rng(seed)
     state, config, _, env, policy = load_for_sampling(path, rng)
-    steps = training_inner_steps(config)
+    steps = config.training_inner_steps
     if steps == 0:
         raise SystemExit(f"{path}: method {config.method} takes no inner step in training")
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=steps + 1)]

@@ -111,8 +111,11 @@ def count(minimum: int):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from metarl.evaluate import evaluate_fewshot, evaluate_rl, evaluate_sinusoid, write_result
+    from metarl.evaluate import write_result
+    from metarl.rl.evaluate import evaluate_rl
     from metarl.runs import load_run_config
+    from metarl.supervised.fewshot_eval import evaluate_fewshot
+    from metarl.supervised.sinusoid_eval import evaluate_sinusoid
 
     config = load_run_config(args.run_dir)
     if config.kind == "rl":

@@ -8,7 +8,6 @@ from pathlib import Path
 from metarl.checkpoint import CheckpointError
 from metarl.config import to_dict
 from metarl.plot import metric_label, plot_curves, plot_training
-from metarl.rl.maml_trpo import training_inner_steps
 from metarl.runs import load_run_config
 
 TRAINING_TAGS = {"rl": "return/after_{steps}_steps", "sinusoid": "loss/query_after_adaptation",
@@ -74,7 +73,7 @@ def training_figure(run_dirs: list[str], out: str | Path, tag: str | None = None
                           if k not in ("seed", "iterations", "threads", "device")},
                          sort_keys=True)
         labels.setdefault(key, run_label(run_dir, config))
-        steps = training_inner_steps(config) if config.kind == "rl" else 1
+        steps = config.training_inner_steps if config.kind == "rl" else 1
         run_tag = tag or TRAINING_TAGS[config.kind].format(steps=steps)
         groups.setdefault(labels[key], []).append(read_scalars(run_dir, run_tag))
     return plot_training(groups, out, ylabel=tag or "post-adaptation return / loss",

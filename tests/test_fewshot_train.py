@@ -9,7 +9,7 @@ from test_supervised_omniglot import make_zip
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.evaluate import evaluate_fewshot
+from metarl.supervised.fewshot_eval import evaluate_fewshot
 from metarl.supervised.fewshot_train import train
 
 

@@ -8,7 +8,8 @@ import torch
 from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.evaluate import evaluate_sinusoid, mean_ci95
+from metarl.evaluate import mean_ci95
+from metarl.supervised.sinusoid_eval import evaluate_sinusoid
 from metarl.supervised.train import train
 
 SMALL = ["iterations=40", "meta_batch_size=5", "hidden_sizes=[16,16]", "checkpoint_every=20",

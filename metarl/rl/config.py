@@ -64,3 +64,12 @@ class RLConfig:
     time_limit_minutes: float | None = spec(
         None, low=0, low_open=True,
         doc="stop with a checkpoint after this many minutes in this process (resume later)")
+
+    @property
+    def training_inner_steps(self) -> int:
+        """Inner steps during meta-training: the comparison methods train without adaptation.
+
+        pretrained and oracle: one policy trained with TRPO on the task distribution;
+        random: no training at all. All are fine-tuned the same way at test time.
+        """
+        return self.inner_steps if self.method == "maml" else 0

@@ -8,10 +8,13 @@ the first step and alpha / 2 after (configurable). All tasks are batched.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
+from metarl.evaluate import load_run, mean_ci95
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.rl.adaptation import inner_step
 from metarl.rl.losses import inner_loss
@@ -44,3 +47,28 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
         params = inner_step(policy, params, episodes_k, adv, loss, rates[step])
     env.close()
     return np.stack(returns, axis=1)
+
+
+def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
+                episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
+                checkpoint: str = "best.pt") -> dict:
+    """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run."""
+    from metarl.rl.train import build_policy
+
+    config, state = load_run(run_dir, checkpoint)
+    probe = family.make_env()
+    policy = build_policy(config, probe.observation_space, probe.action_space)
+    probe.close()
+    policy.load_state_dict(state["model"])
+    if episodes is None:
+        episodes = config.eval_episodes or config.episodes_per_task
+    per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
+                                  later_factor)
+    stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
+    return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
+            "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
+            "tasks": num_tasks, "episodes": episodes, "seed": seed, "metric": "return",
+            "step_sizes": step_sizes(config.inner_lr, steps, later_factor),
+            "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
+                      "ci95": [c for _, c in stats]},
+            "per_task": per_task.tolist()}

@@ -65,21 +65,12 @@ class MetaBatch:
         return self.iterates[-1]
 
 
-def training_inner_steps(config) -> int:
-    """Inner steps during meta-training: the comparison methods train without adaptation.
-
-    pretrained and oracle: one policy trained with TRPO on the task distribution;
-    random: no training at all. All are fine-tuned the same way at test time.
-    """
-    return config.inner_steps if config.method == "maml" else 0
-
-
 def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
                       generator: torch.Generator,
                       shard: Shard = SINGLE_PROCESS) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
 
-    env_seeds: one env reset seed per rollout (training_inner_steps + 1 of them).
+    env_seeds: one env reset seed per rollout (``config.training_inner_steps`` + 1).
     shard: with several processes, ``env`` holds this process's block of the
     ``config.meta_batch_size`` tasks; the statistics are over all of them.
     """
@@ -93,7 +84,7 @@ def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
     train: TrainBatches = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
     iterates = [params]
-    inner_steps = training_inner_steps(config)
+    inner_steps = config.training_inner_steps
     for step in range(inner_steps + 1):
         tick = time.perf_counter()
         episodes = rollout(env, policy, params, config.horizon, env_seeds[step] + first_env,

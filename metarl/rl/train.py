@@ -21,7 +21,7 @@ from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
-from metarl.rl.maml_trpo import meta_update, sample_meta_batch, training_inner_steps
+from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
 from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
 
@@ -72,7 +72,7 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
-    inner_steps = training_inner_steps(config)
+    inner_steps = config.training_inner_steps
     bar = tqdm(range(run.start_iteration, config.iterations),
                disable=not (progress and shard.is_main),
                initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")

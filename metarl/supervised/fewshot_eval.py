@@ -10,10 +10,13 @@ same, so tasks are classified transductively).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metarl.evaluate import load_run, mean_ci95
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.supervised.classify import (
@@ -72,3 +75,36 @@ def heldout_curves(model: nn.Module, rates, config, images: Tensor, num_tasks: i
         accuracy.append(acc)
         loss.append(ce)
     return np.concatenate(accuracy), np.concatenate(loss)
+
+
+def evaluate_fewshot(run_dir: str | Path, steps: int | None = None, num_tasks: int = 600,
+                     seed: int = 12345, checkpoint: str = "checkpoint.pt") -> dict:
+    """Query accuracy after 0..steps inner steps on held-out N-way K-shot tasks.
+
+    steps: default the config's ``eval_inner_steps`` (the paper's test steps).
+    The held-out classes: Omniglot's test characters, MiniImageNet's ``eval_split``.
+    """
+    from metarl.runs import resolve_device
+    from metarl.supervised.datasets import load_classes
+    from metarl.supervised.train import load_learner
+
+    config, state = load_run(run_dir, checkpoint)
+    steps = config.eval_inner_steps if steps is None else steps
+    images = load_classes(config, "eval").images
+    model, rates = load_learner(run_dir, config, state)
+    device = resolve_device(config.device)
+    model.to(device)
+    if rates is not None:
+        rates.to(device)
+    accuracy, loss = heldout_curves(model, rates, config, images, num_tasks, steps, seed,
+                                    device=device)
+    stats = [mean_ci95(accuracy[:, s]) for s in range(steps + 1)]
+    return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
+            "dataset": f"{config.dataset} {config.ways}-way {config.shots}-shot",
+            "checkpoint": checkpoint, "iteration": int(state["iteration"]), "tasks": num_tasks,
+            "query_shots": config.query_shots, "inner_lr": config.inner_lr, "seed": seed,
+            "metric": "accuracy",
+            "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
+                      "ci95": [c for _, c in stats]},
+            "loss": [float(v) for v in loss.mean(axis=0)],
+            "per_task": accuracy.tolist()}
