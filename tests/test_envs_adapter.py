@@ -172,3 +172,12 @@ def test_observations_of_another_shape_than_the_space_are_named(tmp_path):
     with pytest.raises(EnvOutputError, match=r"WrongShapeEnv: reset returned observations of "
                                              r"shape \(3,\), its observation_space says \(2,\)"):
         train(small_rl_config(), family, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_a_users_family_meets_the_contract_rl_is_typed_against(vectorization):
+    from metarl.rl.episodes import TaskEnv
+    env = make_family(vectorization=vectorization).make_vector_env(
+        sample_targets(np.random.default_rng(0), 2), 2)
+    assert isinstance(env, TaskEnv)
+    env.close()

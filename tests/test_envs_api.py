@@ -191,3 +191,14 @@ def test_an_unknown_env_kwarg_is_named_with_what_the_family_accepts(tmp_path, ca
     assert "unexpected keyword argument 'ctrl_cost_wieght'" in err
     assert "it accepts ctrl_cost_weight, frame_skip" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["Navigation2D", "HalfCheetahVel", "AntGoal"])
+@pytest.mark.parametrize("vectorization", ["native", "sync"])
+def test_every_builtin_vector_env_meets_the_contract_rl_is_typed_against(name, vectorization):
+    from metarl.rl.episodes import TaskEnv
+    family = get_family(name, vectorization=vectorization)
+    env = family.make_vector_env(family.sample_tasks(np.random.default_rng(0), 2), 3)
+    assert isinstance(env, TaskEnv)
+    assert (env.num_tasks, env.episodes_per_task, env.num_envs) == (2, 3, 6)
+    env.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -46,3 +47,27 @@ class Episodes:
         conv = {f.name: getattr(self, f.name) for f in fields(self)}
         conv = {k: v.double() if v.is_floating_point() else v for k, v in conv.items()}
         return replace(self, **conv)
+
+
+@runtime_checkable
+class TaskEnv(Protocol):
+    """What the sampler and the training loop need of a vector env of T tasks x E episodes.
+
+    Sub-envs are task-major: sub-env ``t * E + e`` runs episode e of task t (``envs.base``
+    builds such envs from any ``gymnasium.Env`` with ``set_task``). ``reset`` and ``step``
+    follow gymnasium's ``VectorEnv``: arrays with a leading dimension ``num_envs``.
+    """
+
+    num_tasks: int
+    episodes_per_task: int
+    num_envs: int
+    single_observation_space: Any
+    single_action_space: Any
+
+    def set_tasks(self, tasks: list) -> None: ...
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None): ...
+
+    def step(self, actions): ...
+
+    def close(self) -> None: ...

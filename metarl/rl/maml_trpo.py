@@ -24,7 +24,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import Params, call, detach_params, expand_params, flatten, params_of
 from metarl.rl.adaptation import TrainBatches, adapt_through, inner_iterates, inner_step
 from metarl.rl.baseline import linear_baseline_values
-from metarl.rl.episodes import Episodes
+from metarl.rl.episodes import Episodes, TaskEnv
 from metarl.rl.fisher import StructuredCurvature, make_fisher_product, structured_layout
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
@@ -65,7 +65,7 @@ class MetaBatch:
         return self.iterates[-1]
 
 
-def sample_meta_batch(env, policy: nn.Module, config, env_seeds: list[int],
+def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[int],
                       generator: torch.Generator,
                       shard: Shard = SINGLE_PROCESS) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.

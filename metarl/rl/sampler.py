@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, distributions, nn
 
 from metarl.functional import call
-from metarl.rl.episodes import Episodes
+from metarl.rl.episodes import Episodes, TaskEnv
 
 
 class EnvOutputError(ValueError):
@@ -93,7 +93,7 @@ def env_actions(actions: Tensor, action_space) -> np.ndarray:
 
 
 @torch.no_grad()
-def rollout(env, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
+def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horizon: int,
             seed: int | None = None, generator: torch.Generator | None = None,
             block: tuple[slice, int] | None = None) -> Episodes:
     """Run every sub-env of ``env`` for up to ``horizon`` steps.
