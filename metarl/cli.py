@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except USER_ERRORS as err:
+        if isinstance(err, DistributedError):  # said once: a later SIGTERM ends us quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

@@ -21,6 +21,8 @@ checkpoints on disk are only ever replaced atomically.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,7 +120,16 @@ def init_shard(device: torch.device, timeout_minutes: float = 10.0) -> Shard:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
-    return Shard(dist.get_rank(), dist.get_world_size())
+    shard = Shard(dist.get_rank(), dist.get_world_size())
+    if threading.current_thread() is threading.main_thread():
+        # torchrun stops the others with SIGTERM when a process dies; one that has not
+        # reached a collective yet would otherwise end without a word.
+        def stopped(signum, frame):
+            raise DistributedError(f"rank {shard.rank}: stopped by the launcher (SIGTERM): "
+                                   "another process probably stopped")
+
+        signal.signal(signal.SIGTERM, stopped)
+    return shard
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -134,3 +134,32 @@ def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
     assert "metarl: error: rank 0: a collective failed" in stderr
     state = load_checkpoint(run_dir / "checkpoint.pt")  # intact, loadable
     assert state["iteration"] >= 1
+
+
+def test_a_rank_stopped_by_the_launcher_says_so_in_one_line(tmp_path):
+    # torchrun SIGTERMs the surviving processes when one dies; a survivor that has not
+    # reached its next collective must still print metarl's line, not die silently.
+    run_dir, port = tmp_path / "run", free_port()
+    command = [sys.executable, "-m", "metarl", "train", *NAVIGATION[:-4], "--set",
+               "iterations=100000", "--set", "checkpoint_every=1", "--run-dir", str(run_dir),
+               "--quiet", "--set", "threads=1"]
+    ranks = [subprocess.Popen(command, cwd=ROOT, env=rank_env(r, 2, port), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for r in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (run_dir / "checkpoint.pt").exists(), ranks[0].stderr.read()[-2000:]
+        for process in ranks:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=120)[1] for process in ranks]
+    finally:
+        for process in ranks:
+            process.kill()
+    for rank, (process, stderr) in enumerate(zip(ranks, outputs)):
+        assert process.returncode == 2, stderr[-2000:]
+        lines = [line for line in stderr.splitlines() if line.startswith("metarl: error")]
+        assert len(lines) == 1 and f"rank {rank}: " in lines[0], stderr[-2000:]
+        assert "Traceback" not in stderr
+    assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] >= 1
