@@ -13,9 +13,10 @@ from torch import Tensor
 class Episodes:
     """Tensors of shape (T, E, H, ...): tasks, episodes per task, time.
 
-    obs (T, E, H, obs_dim) float32; actions (T, E, H, act_dim) or (T, E, H) for
-    discrete actions; rewards (T, E, H); mask (T, E, H) float, 1 while the
-    episode runs and 0 after it terminated early (those steps are padding).
+    obs (T, E, H, obs_dim) in the policy's dtype (float32, float64 for exactness
+    checks); actions (T, E, H, act_dim) or (T, E, H) for discrete actions; rewards
+    (T, E, H); mask (T, E, H) float, 1 while the episode runs and 0 after it
+    terminated early (those steps are padding).
     """
 
     obs: Tensor

@@ -110,7 +110,8 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
     num_tasks, per_task = env.num_tasks, env.episodes_per_task
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    device = next(iter(params.values())).device
+    first = next(iter(params.values()))
+    device, dtype = first.device, first.dtype  # float32, or float64 for exactness checks
     obs, _ = _env_call(env, "reset", seed=seed)
     if np.shape(obs)[1:] != env.single_observation_space.shape:
         raise EnvOutputError(f"{_env_name(env)}: reset returned observations of shape "
@@ -119,15 +120,15 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
     alive = np.ones(env.num_envs, dtype=bool)
     all_obs, all_actions, all_rewards, all_masks = [], [], [], []
     for _ in range(horizon):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        obs_t = torch.as_tensor(obs, dtype=dtype, device=device)
         obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
         actions = sample_action(call(policy, params, obs_t), generator, block)
         obs_next, rewards, terminated, truncated, _ = _env_call(
             env, "step", env_actions(actions, env.single_action_space))
         all_obs.append(obs_t)
         all_actions.append(actions)
-        all_masks.append(torch.as_tensor(alive, dtype=torch.float32).view(num_tasks, per_task))
-        rewards = torch.as_tensor(np.where(alive, rewards, 0.0), dtype=torch.float32)
+        all_masks.append(torch.as_tensor(alive, dtype=dtype).view(num_tasks, per_task))
+        rewards = torch.as_tensor(np.where(alive, rewards, 0.0), dtype=dtype)
         all_rewards.append(rewards.view(num_tasks, per_task))
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))
         obs = obs_next
