@@ -112,19 +112,29 @@ def test_resume_with_another_number_of_processes(tmp_path):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
-    run_dir, port = tmp_path / "run", free_port()
+def start_two_ranks(run_dir: Path) -> list[subprocess.Popen]:
+    """An endless 2-rank navigation training, returned once its first checkpoint exists."""
+    port = free_port()
     command = [sys.executable, "-m", "metarl", "train", *NAVIGATION[:-4], "--set",
                "iterations=100000", "--set", "checkpoint_every=1", "--run-dir", str(run_dir),
                "--quiet", "--set", "threads=1"]
     ranks = [subprocess.Popen(command, cwd=ROOT, env=rank_env(r, 2, port), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for r in range(2)]
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not (run_dir / "checkpoint.pt").exists():
+        for process in ranks:
+            process.kill()
+        raise AssertionError(ranks[0].stderr.read()[-2000:])
+    return ranks
+
+
+def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    ranks = start_two_ranks(run_dir)
     try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (run_dir / "checkpoint.pt").exists(), ranks[0].stderr.read()[-2000:]
         ranks[1].send_signal(signal.SIGKILL)
         _, stderr = ranks[0].communicate(timeout=120)
     finally:
@@ -139,18 +149,9 @@ def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
 def test_a_rank_stopped_by_the_launcher_says_so_in_one_line(tmp_path):
     # torchrun SIGTERMs the surviving processes when one dies; a survivor that has not
     # reached its next collective must still print metarl's line, not die silently.
-    run_dir, port = tmp_path / "run", free_port()
-    command = [sys.executable, "-m", "metarl", "train", *NAVIGATION[:-4], "--set",
-               "iterations=100000", "--set", "checkpoint_every=1", "--run-dir", str(run_dir),
-               "--quiet", "--set", "threads=1"]
-    ranks = [subprocess.Popen(command, cwd=ROOT, env=rank_env(r, 2, port), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for r in range(2)]
+    run_dir = tmp_path / "run"
+    ranks = start_two_ranks(run_dir)
     try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (run_dir / "checkpoint.pt").exists(), ranks[0].stderr.read()[-2000:]
         for process in ranks:
             process.send_signal(signal.SIGTERM)
         outputs = [process.communicate(timeout=120)[1] for process in ranks]

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import Task
-from envs.family import check_range, sample_directions, sample_velocities
 from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
+from envs.mujoco.families import DirectionFamily, VelocityFamily
 
 
 class AntRules(MujocoRules):
@@ -192,31 +192,21 @@ class AntGoalVectorEnv(MujocoTaskVectorEnv):
     rules_cls = AntGoalRules
 
 
-class AntVelFamily(MujocoTaskFamily):
-    """Goal velocities uniform in ``[low, high]`` (default [0, 3]); see ``MujocoTaskFamily``."""
+class AntVelFamily(VelocityFamily):
+    """Goal velocities uniform in ``[low, high]`` (default [0, 3]); see ``VelocityFamily``."""
 
     name = "AntVel"
     env_cls = AntVel
     vector_env_cls = AntVelVectorEnv
-
-    def __init__(self, low: float = 0.0, high: float = 3.0, **kwargs):
-        check_range(low, high, "AntVel velocity", min_low=0.0)
-        super().__init__(**kwargs)
-        self.low, self.high = float(low), float(high)
-
-    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return sample_velocities(rng, n, self.low, self.high)
+    default_high = 3.0
 
 
-class AntDirFamily(MujocoTaskFamily):
-    """Directions +1 / -1 with probability 1/2; see ``MujocoTaskFamily``."""
+class AntDirFamily(DirectionFamily):
+    """Directions +1 / -1 with probability 1/2; see ``DirectionFamily``."""
 
     name = "AntDir"
     env_cls = AntDir
     vector_env_cls = AntDirVectorEnv
-
-    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return sample_directions(rng, n)
 
 
 class AntGoalFamily(MujocoTaskFamily):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import Task
-from envs.family import check_range, sample_directions, sample_velocities
-from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
+from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskVectorEnv
+from envs.mujoco.families import DirectionFamily, VelocityFamily
 
 
 class HalfCheetahRules(MujocoRules):
@@ -108,28 +107,18 @@ class HalfCheetahDirVectorEnv(MujocoTaskVectorEnv):
     rules_cls = HalfCheetahDirRules
 
 
-class HalfCheetahVelFamily(MujocoTaskFamily):
-    """Goal velocities uniform in ``[low, high]`` (default [0, 2]); see ``MujocoTaskFamily``."""
+class HalfCheetahVelFamily(VelocityFamily):
+    """Goal velocities uniform in ``[low, high]`` (default [0, 2]); see ``VelocityFamily``."""
 
     name = "HalfCheetahVel"
     env_cls = HalfCheetahVel
     vector_env_cls = HalfCheetahVelVectorEnv
-
-    def __init__(self, low: float = 0.0, high: float = 2.0, **kwargs):
-        check_range(low, high, "HalfCheetahVel velocity", min_low=0.0)
-        super().__init__(**kwargs)
-        self.low, self.high = float(low), float(high)
-
-    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return sample_velocities(rng, n, self.low, self.high)
+    default_high = 2.0
 
 
-class HalfCheetahDirFamily(MujocoTaskFamily):
-    """Directions +1 / -1 with probability 1/2; see ``MujocoTaskFamily``."""
+class HalfCheetahDirFamily(DirectionFamily):
+    """Directions +1 / -1 with probability 1/2; see ``DirectionFamily``."""
 
     name = "HalfCheetahDir"
     env_cls = HalfCheetahDir
     vector_env_cls = HalfCheetahDirVectorEnv
-
-    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return sample_directions(rng, n)
