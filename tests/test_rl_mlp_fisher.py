@@ -13,7 +13,6 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import (
     StructuredCurvature,
     make_fisher_product,
-    structured_product,
     subsample_episodes,
     third_order_product,
 )
@@ -114,8 +113,8 @@ def test_structured_product_equals_the_third_order_product(discrete, activation,
     meta = detach_params(params_of(policy))
     lr = 0.3
     iterates = inner_iterates(policy, meta, train, inner_loss(objective), lr, T)
-    fast = structured_product(mlp_layout(policy), meta, train, iterates, valid, objective, lr,
-                              first_order)
+    fast = StructuredCurvature(mlp_layout(policy), meta, train, iterates, valid, objective, lr,
+                               first_order).product
     brute = brute_force(policy, meta, train, valid, objective, lr, first_order)
     for v in random_vectors(meta):
         torch.testing.assert_close(fast(v), brute(v), rtol=1e-8, atol=1e-11)

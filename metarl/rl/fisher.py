@@ -139,15 +139,6 @@ class StructuredCurvature:
         return self._transpose(self.fisher.surrogate_gradient(advantages))
 
 
-def structured_product(layout: MLPLayout, meta_params: Mapping[str, Tensor],
-                       train: TrainBatches, iterates: list[Params], valid: Episodes,
-                       inner_objective: str, inner_lr: float,
-                       first_order: bool) -> FisherProduct:
-    """J^T F' J by ``StructuredCurvature`` (iterates: len(train) + 1)."""
-    return StructuredCurvature(layout, meta_params, train, iterates, valid, inner_objective,
-                               inner_lr, first_order).product
-
-
 def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
     """Hessian-vector product from a gradient graph: d(grads . vectors)/d points."""
     return list(torch.autograd.grad(grads, points, grad_outputs=vectors, retain_graph=True))

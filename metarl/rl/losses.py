@@ -94,11 +94,16 @@ def dice_loss(policy: nn.Module, params: Mapping[str, Tensor], episodes: Episode
     _check_advantages(episodes, advantages)
     mask = episodes.mask
     logp = log_probs(policy, params, episodes) * mask
+    causal_logp = torch.cumsum(logp, dim=-1)  # (T, E, H): actions up to and including t
+    return -masked_mean_per_task(magic_box(causal_logp) * dice_costs(advantages, mask),
+                                 mask).sum()
+
+
+def dice_costs(advantages: Tensor, mask: Tensor) -> Tensor:
+    """DiCE's step costs c_t = A_t - A_{t+1}, with A = 0 after the episode: (T, E, H)."""
     advantages = advantages * mask
     next_advantages = torch.cat([advantages[..., 1:], torch.zeros_like(advantages[..., :1])], -1)
-    costs = advantages - next_advantages
-    causal_logp = torch.cumsum(logp, dim=-1)  # (T, E, H): actions up to and including t
-    return -masked_mean_per_task(magic_box(causal_logp) * costs, mask).sum()
+    return advantages - next_advantages
 
 
 INNER_LOSSES: dict[str, PolicyLoss] = {

@@ -168,10 +168,11 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                                  config, kl_through_adaptation, curvature)
     preconditioner = None
     if config.cg_preconditioner == "kfac":
-        if mlp_layout(policy) is None:
+        mlp = mlp_layout(policy)
+        if mlp is None:
             raise ValueError("cg_preconditioner: kfac supports metarl's MLP policies only")
-        policy_fisher = curvature.fisher if curvature is not None else PolicyFisher(
-            mlp_layout(policy), batch.valid_params, valid, Buffers())
+        policy_fisher = (curvature.fisher if curvature is not None
+                         else PolicyFisher(mlp, batch.valid_params, valid, Buffers()))
         preconditioner = kfac_preconditioner(policy_fisher, meta_params, config.kfac_damping,
                                              pool)
     full_step = natural_gradient_step(grad, lambda v: pool(fisher(v)), config.max_kl,

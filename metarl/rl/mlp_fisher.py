@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from metarl import models
 from metarl.functional import Params
 from metarl.rl.episodes import Episodes
+from metarl.rl.losses import dice_costs
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,8 @@ class Buffers:
 
 
 def _dice_costs(advantages: Tensor, mask: Tensor) -> Tensor:
-    """c_t = (A_t - A_{t+1}) / valid steps of the task, as ``rl.losses.dice_loss``."""
-    count = mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
-    adv = advantages * mask
-    return (adv - torch.cat([adv[..., 1:], torch.zeros_like(adv[..., :1])], -1)) * mask / count
+    """``rl.losses.dice_costs`` of the valid steps over the task's valid steps, as its loss."""
+    return dice_costs(advantages, mask) * mask / mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
 
 
 def _reverse_cumsum(x: Tensor) -> Tensor:
