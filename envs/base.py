@@ -13,6 +13,14 @@ Vector env convention (native batched envs here and the Sync/Async adapter in
 - standard gymnasium 1.x API: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``
   exactly like ``SyncVectorEnv``; ``step(actions)`` takes ``(T*E, act_dim)``;
   autoreset mode NEXT_STEP; infos are a dict of ``(T*E,)`` arrays (reward terms).
+
+The native envs also take ``reset(options={"hold_ended": True})``: until the next
+reset, a sub-env whose episode ended is held instead of autoreset. It is not
+simulated, and returns its last observation, reward 0, zero infos and the flags
+it ended with. A sampler that runs every episode once (``metarl.rl.sampler``)
+uses it; they say so with ``metadata["hold_ended"]``. Why: an Ant episode that
+falls early would otherwise run a discarded episode until the horizon (half of
+all Ant steps at the initial policy).
 """
 
 from __future__ import annotations
@@ -103,7 +111,9 @@ class TaskVectorEnv(VectorEnv):
     ``_check_task(task)``, ``_set_task_arrays(tasks)`` (tasks repeated to (N, ...)),
     ``_reset_envs(idx) -> obs (len(idx), obs_dim)`` drawing initial-state noise from
     ``self._rngs[i]`` exactly as the single env draws from ``np_random``, and
-    ``_step_envs(actions (N, act_dim)) -> (obs, reward, terminated, info)`` for all N.
+    ``_step_envs(actions (N, act_dim), active) -> (obs, reward, terminated, info)``
+    for all N, where only the sub-envs ``active`` (indices, or None: all) need
+    simulating (the others' outputs are replaced; see ``hold_ended``).
 
     This class does the bookkeeping shared by all of them: per-sub-env generators
     seeded like ``SyncVectorEnv`` seeds its envs, the time limit, and NEXT_STEP
@@ -111,7 +121,7 @@ class TaskVectorEnv(VectorEnv):
     reward 0 at step t+1, ignoring that step's action).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "hold_ended": True}
 
     def __init__(
         self,
@@ -134,6 +144,9 @@ class TaskVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._hold_ended = False
+        self._ended_terminated = np.zeros(self.num_envs, dtype=bool)
+        self._ended_truncated = np.zeros(self.num_envs, dtype=bool)
         self._last_obs = np.zeros(self.observation_space.shape, single_observation_space.dtype)
         self.tasks: list[Task] = []
         self.set_tasks(tasks)
@@ -151,7 +164,8 @@ class TaskVectorEnv(VectorEnv):
         return np.repeat(array, self.episodes_per_task, axis=0)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        """Reset sub-envs; ``options={"reset_mask": bool (N,)}`` resets only some.
+        """Reset sub-envs; ``options={"reset_mask": bool (N,)}`` resets only some,
+        ``{"hold_ended": True}`` holds ended episodes until the next reset.
 
         Returns:
             obs (N, obs_dim) and an info dict (empty: reset has no reward terms).
@@ -179,6 +193,9 @@ class TaskVectorEnv(VectorEnv):
         obs = self._reset_envs(idx)
         self._elapsed[idx] = 0
         self._autoreset[idx] = False
+        self._ended_terminated[idx] = False
+        self._ended_truncated[idx] = False
+        self._hold_ended = bool((options or {}).get("hold_ended", False))
         self._last_obs[idx] = obs
         return self._last_obs.copy(), {}
 
@@ -197,14 +214,13 @@ class TaskVectorEnv(VectorEnv):
             raise ValueError(
                 f"actions must have shape {self.action_space.shape}, got {actions.shape}"
             )
+        if self._hold_ended:
+            return self._step_holding_ended(actions)
         # Why step everything, then reset the sub-envs that ended last step: one
         # vectorised physics call; the reset overwrites the whole state anyway.
-        obs, reward, terminated, info = self._step_envs(actions)
+        obs, reward, terminated, info = self._step_envs(actions, None)
         self._elapsed += 1
-        if self.max_episode_steps is None:
-            truncated = np.zeros(self.num_envs, dtype=bool)
-        else:
-            truncated = self._elapsed >= self.max_episode_steps
+        truncated = self._truncated()
         if self._autoreset.any():
             idx = np.flatnonzero(self._autoreset)
             obs[idx] = self._reset_envs(idx)
@@ -218,6 +234,26 @@ class TaskVectorEnv(VectorEnv):
         self._last_obs = obs.copy()
         return obs, reward, terminated, truncated, info
 
+    def _truncated(self) -> np.ndarray:
+        if self.max_episode_steps is None:
+            return np.zeros(self.num_envs, dtype=bool)
+        return self._elapsed >= self.max_episode_steps
+
+    def _step_holding_ended(self, actions: np.ndarray):
+        held = self._ended_terminated | self._ended_truncated
+        obs, reward, terminated, info = self._step_envs(actions, np.flatnonzero(~held))
+        self._elapsed[~held] += 1
+        truncated = self._truncated()
+        obs[held] = self._last_obs[held]
+        reward[held] = 0.0
+        for value in info.values():
+            value[held] = 0
+        terminated[held] = self._ended_terminated[held]
+        truncated[held] = self._ended_truncated[held]
+        self._ended_terminated, self._ended_truncated = terminated.copy(), truncated.copy()
+        self._last_obs = obs.copy()
+        return obs, reward, terminated, truncated, info
+
     # Hooks for subclasses --------------------------------------------------
     def _check_task(self, task: Task) -> None:
         raise NotImplementedError
@@ -228,5 +264,5 @@ class TaskVectorEnv(VectorEnv):
     def _reset_envs(self, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _step_envs(self, actions: np.ndarray):
+    def _step_envs(self, actions: np.ndarray, active: np.ndarray | None):
         raise NotImplementedError

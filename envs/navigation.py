@@ -129,7 +129,8 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         self._position[idx] = 0.0
         return self._position[idx].astype(np.float32)
 
-    def _step_envs(self, actions: np.ndarray):
+    def _step_envs(self, actions: np.ndarray, active: np.ndarray | None):
+        # All envs: stepping a point is cheaper than selecting the active ones.
         self._position, reward, terminated, info = navigation_step(
             self._position, actions, self._goals
         )

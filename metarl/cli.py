@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from pathlib import Path
@@ -97,6 +98,17 @@ def default(value, fallback):
     return fallback if value is None else value
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0, else argparse's one-line usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def count(minimum: int):
     """An argparse type: an integer >= minimum, else argparse's one-line usage error."""
     def parse(text: str) -> int:
@@ -122,19 +134,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if config.kind == "rl":
         result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
                              num_tasks=default(args.tasks, 40), episodes=args.episodes,
-                             seed=args.seed, checkpoint=args.checkpoint or "best.pt")
+                             seed=args.seed, checkpoint=args.checkpoint or "best.pt",
+                             inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5))
         curves = {result["method"]: result["curve"]}
     elif config.kind == "fewshot":
         result = evaluate_fewshot(args.run_dir, steps=args.steps,
                                   num_tasks=default(args.tasks, 600),
-                                  seed=args.seed, checkpoint=args.checkpoint or "checkpoint.pt")
+                                  seed=args.seed, checkpoint=args.checkpoint or "checkpoint.pt",
+                                  inner_lr=args.inner_lr,
+                                  later_factor=default(args.later_factor, 1.0))
         curves = {result["dataset"]: result["curve"]}
     else:
         shots = tuple(int(s) for s in args.shots.split(","))
         result = evaluate_sinusoid(args.run_dir, steps=default(args.steps, 10),
                                    num_tasks=default(args.tasks, 600), shots=shots,
                                    seed=args.seed,
-                                   checkpoint=args.checkpoint or "checkpoint.pt")
+                                   checkpoint=args.checkpoint or "checkpoint.pt",
+                                   inner_lr=args.inner_lr,
+                                   later_factor=default(args.later_factor, 1.0))
         curves = {f"K={k}": curve for k, curve in result["shots"].items()}
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     json_path, png_path = write_result(result, out)
@@ -202,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "
                           "(RL default: the best iterate, as the paper evaluates)")
+    evaluate.add_argument("--inner-lr", type=positive_number, help="first test-time step "
+                          "size (default: the run's inner_lr)")
+    evaluate.add_argument("--later-factor", type=positive_number, help="later steps' size "
+                          "relative to the first (the paper's protocols: RL 0.5, supervised 1)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 

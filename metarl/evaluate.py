@@ -7,6 +7,7 @@ Each path evaluates in its own module (``rl.evaluate``, ``supervised.sinusoid_ev
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from metarl.checkpoint import CheckpointError, load_checkpoint
+from metarl.config import ConfigError
 from metarl.runs import check_resumable, load_run_config
 
 
@@ -23,6 +25,32 @@ def mean_ci95(values: np.ndarray) -> tuple[float, float]:
     if values.size < 2:
         return float(values.mean()), float("nan")
     return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def step_sizes(alpha, steps: int, later_factor: float):
+    """Test-time step sizes: ``alpha`` for the first step, ``alpha * later_factor`` after.
+
+    alpha: a float, or Meta-SGD's learned rates (a dict of tensors), scaled alike.
+    The MAML paper's RL protocol halves later steps (0.5); its sinusoid and
+    few-shot protocols keep alpha (1.0).
+    """
+    def scaled(factor):
+        if isinstance(alpha, dict):
+            return {k: v * factor for k, v in alpha.items()}
+        return alpha * factor
+    return [alpha if k == 0 else scaled(later_factor) for k in range(steps)]
+
+
+def with_inner_lr(config, inner_lr: float | None):
+    """``config`` evaluated with another first-step size (None: the trained one)."""
+    if inner_lr is None:
+        return config
+    if not (math.isfinite(inner_lr) and inner_lr > 0):
+        raise ConfigError(f"inner_lr must be a positive number, got {inner_lr}")
+    if getattr(config, "method", None) == "metasgd":
+        raise ConfigError("a Meta-SGD run adapts with its learned rates: use --later-factor "
+                         "to scale the steps after the first, not --inner-lr")
+    return dataclasses.replace(config, inner_lr=inner_lr)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "checkpoint.pt"):

@@ -1,5 +1,6 @@
 """Native batched envs give the same trajectories as SyncVectorEnv of single envs."""
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -80,14 +81,12 @@ def test_navigation_native_equals_sync():
     )  # actions beyond the box: clipped
 
 
-@pytest.mark.parametrize("backend", ["rollout", "threads"])
+@pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("family_cls", [HalfCheetahVelFamily, HalfCheetahDirFamily])
-def test_half_cheetah_native_equals_sync(family_cls, backend):
+def test_half_cheetah_native_equals_sync(family_cls, num_threads):
     family = family_cls(max_episode_steps=25)  # 2 truncations + autoresets in 50 steps
     tasks = family.sample_tasks(np.random.default_rng(0), 2)
-    run_both(
-        family, tasks, 2, steps=50, seed=3, native_kwargs={"backend": backend, "num_threads": 2}
-    )
+    run_both(family, tasks, 2, steps=50, seed=3, native_kwargs={"num_threads": num_threads})
 
 
 @pytest.mark.parametrize("family_cls", [AntVelFamily, AntDirFamily, AntGoalFamily])
@@ -101,9 +100,28 @@ def test_ant_native_equals_sync_with_terminations(family_cls):
     assert n_done > 0
 
 
-def test_ant_rollout_backend_refused():
-    with pytest.raises(ValueError, match="contact forces"):
-        AntVelFamily.vector_env_cls(None, 2, backend="rollout")
+def test_ant_contact_forces_are_those_at_the_start_of_the_last_substep():
+    """Reference: by hand, all substeps but the last, then mj_forward and
+    mj_rnePostConstraint at that state; the env reads what its mj_step left."""
+    env = AntVelFamily().make_env()
+    env.reset(seed=0)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    rng = np.random.default_rng(0)
+    contact_costs = []
+    for _ in range(30):
+        action = rng.uniform(-1, 1, size=8)
+        replica = mujoco.MjData(model)
+        mujoco.mj_copyData(replica, model, data)
+        replica.ctrl[:] = action
+        replica.qacc_warmstart[:] = 0.0
+        mujoco.mj_step(model, replica, env.unwrapped.frame_skip - 1)
+        mujoco.mj_forward(model, replica)
+        mujoco.mj_rnePostConstraint(model, replica)
+        *_, info = env.step(action)
+        np.testing.assert_array_equal(data.cfrc_ext, replica.cfrc_ext)
+        contact_costs.append(info["reward_contact"])
+    env.close()
+    assert min(contact_costs) < 0.0  # the ant touched the floor: the forces are not all zero
 
 
 def test_seeding_reproducible_and_seed_dependent():
@@ -146,3 +164,38 @@ def test_set_tasks_and_reset_mask():
     assert np.array_equal(after[~mask], moved[~mask])
     assert np.abs(after[mask]).max() < 1.0
     env.close()
+
+
+def test_held_episodes_are_not_simulated_and_the_others_run_as_with_autoreset():
+    family = AntVelFamily(max_episode_steps=40, num_threads=2)
+    tasks = family.sample_tasks(np.random.default_rng(0), 2)
+    holding, autoreset = family.make_vector_env(tasks, 3), family.make_vector_env(tasks, 3)
+    assert holding.metadata["hold_ended"]
+    holding.reset(seed=5, options={"hold_ended": True})
+    autoreset.reset(seed=5)
+    rng = np.random.default_rng(5)
+    ended = np.zeros(holding.num_envs, dtype=bool)
+    flags = np.zeros((2, holding.num_envs), dtype=bool)
+    last_obs = None
+    for _ in range(45):  # past the horizon: every episode has ended
+        actions = 3.0 * rng.uniform(-1, 1, size=holding.action_space.shape)  # flips: terminations
+        qpos_before = holding.physics.qpos.copy()
+        held_step, free_step = holding.step(actions), autoreset.step(actions)
+        for a, b in zip(held_step[:4], free_step[:4], strict=True):  # the running ones: same
+            np.testing.assert_array_equal(a[~ended], b[~ended])
+        # The held ones: not simulated, last observation, reward 0, the flags they ended with.
+        np.testing.assert_array_equal(holding.physics.qpos[ended], qpos_before[ended])
+        if ended.any():
+            np.testing.assert_array_equal(held_step[0][ended], last_obs[ended])
+            assert (held_step[1][ended] == 0).all()
+            np.testing.assert_array_equal(np.stack(held_step[2:4])[:, ended], flags[:, ended])
+        last_obs = held_step[0]
+        newly = (held_step[2] | held_step[3]) & ~ended
+        flags[:, newly] = np.stack(held_step[2:4])[:, newly]
+        ended |= newly
+    assert ended.all() and flags[0].any() and flags[1].any()  # both kinds of ends were held
+    holding.reset(seed=5)  # a plain reset: autoreset again
+    holding.step(np.zeros(holding.action_space.shape))
+    assert not holding._hold_ended
+    holding.close()
+    autoreset.close()

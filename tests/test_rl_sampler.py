@@ -81,3 +81,25 @@ def test_categorical_policy_samples_integer_actions():
     actions = sample_action(dist, torch.Generator().manual_seed(0))
     assert actions.shape == (2, 5) and actions.dtype == torch.int64
     assert ((actions >= 0) & (actions < 4)).all()
+
+
+def test_episodes_with_held_ends_equal_those_of_a_sync_vector_env():
+    """Native Ant envs hold episodes that ended; SyncVectorEnv autoresets them: same data."""
+    from envs.mujoco.ant import AntVelFamily
+
+    family = AntVelFamily(max_episode_steps=50, num_threads=2)
+    tasks = family.sample_tasks(np.random.default_rng(0), 2)
+    torch.manual_seed(0)
+    policy = GaussianPolicy(27, 8, (16,), init_std=3.0)  # wild actions: the ant falls
+    params = expand_params(params_of(policy), 2)
+    runs = {}
+    for vectorization in ("native", "sync"):
+        env = family.make_vector_env(tasks, 3, vectorization=vectorization)
+        runs[vectorization] = rollout(env, policy, params, horizon=50, seed=3,
+                                      generator=torch.Generator().manual_seed(0))
+        env.close()
+    native, sync = runs["native"], runs["sync"]
+    assert (native.mask.sum(-1) < 50).any()  # some episodes ended early
+    for field in ("obs", "actions", "rewards", "mask"):
+        torch.testing.assert_close(getattr(native, field), getattr(sync, field), rtol=0, atol=0)
+    assert (native.obs[native.mask == 0] == 0).all()

@@ -114,3 +114,50 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert err.startswith("metarl: error:") and "did you mean 'shots'" in err
     assert "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_test_time_step_sizes_follow_inner_lr_and_later_factor(tmp_path):
+    """--inner-lr sets the first step, --later-factor the later ones; checked against a
+    hand-written loop of plain gradient steps on the same support points."""
+    import numpy as np
+
+    from metarl.evaluate import load_run
+    from metarl.functional import call
+    from metarl.supervised import sinusoid
+    from metarl.supervised.train import load_learner
+
+    train(small_config("iterations=5"), tmp_path / "run", progress=False)
+    result = evaluate_sinusoid(tmp_path / "run", steps=2, num_tasks=4, shots=(5,), seed=3,
+                               inner_lr=0.05, later_factor=0.5)
+    assert result["inner_lr"] == 0.05 and result["later_factor"] == 0.5
+    config, state = load_run(tmp_path / "run")
+    model, _ = load_learner(tmp_path / "run", config, state)
+    rng = np.random.default_rng([3, 5])  # the evaluation's draws, in its order
+    tasks = sinusoid.sample_sinusoids(rng, 4, config.amplitude_range, config.phase_range)
+    support = sinusoid.sinusoid_points(rng, tasks, 5, config.input_range)
+    query = sinusoid.sinusoid_points(rng, tasks, 100, config.input_range)
+    expected = []
+    for t in range(4):
+        params = {k: v.detach().clone() for k, v in model.named_parameters()}
+        errors = []
+        for lr in (None, 0.05, 0.025):
+            if lr is not None:
+                params = {k: v.requires_grad_() for k, v in params.items()}
+                loss = ((call(model, params, support[0][t]) - support[1][t]) ** 2).mean()
+                grads = torch.autograd.grad(loss, list(params.values()))
+                params = {k: (v - lr * g).detach() for (k, v), g in zip(params.items(), grads)}
+            with torch.no_grad():
+                errors.append(((call(model, params, query[0][t]) - query[1][t]) ** 2).mean())
+        expected.append(errors)
+    np.testing.assert_allclose(result["shots"]["5"]["mean"],
+                               np.mean(np.array(expected), axis=0), rtol=1e-5)
+
+
+def test_inner_lr_override_refused_for_learned_rates(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(small_config("iterations=2", "method=metasgd"), run, progress=False)
+    assert main(["evaluate", str(run), "--inner-lr", "0.1", "--tasks", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Meta-SGD" in err and "\n" not in err
+    assert main(["evaluate", str(run), "--later-factor", "0.5", "--tasks", "2", "--steps", "2",
+                 "--out", str(tmp_path / "e.json")]) == 0

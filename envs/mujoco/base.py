@@ -20,7 +20,7 @@ from gymnasium.envs.mujoco import MujocoEnv
 
 from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
 from envs.family import BuiltinTaskFamily
-from envs.mujoco.physics import BACKENDS, default_num_threads
+from envs.mujoco.physics import BatchPhysics, contact_force_model, default_num_threads
 
 ASSETS_DIR = os.path.join(os.path.dirname(gym.__file__), "envs", "mujoco", "assets")
 
@@ -51,6 +51,15 @@ def quiet_settotalmass():
 def asset_path(xml_file: str) -> str:
     """Path of one of Gymnasium's MuJoCo models, e.g. ``"half_cheetah.xml"``."""
     return os.path.join(ASSETS_DIR, xml_file)
+
+
+def load_model(rules: MujocoRules) -> mujoco.MjModel:
+    """The rules' Gymnasium model; with a contact-force sensor if they need one."""
+    spec = mujoco.MjSpec.from_file(asset_path(rules.xml_file))
+    if rules.needs_contact_forces:
+        contact_force_model(spec)
+    with quiet_settotalmass():
+        return spec.compile()
 
 
 def initial_state(
@@ -146,11 +155,19 @@ class MujocoTaskEnv(MujocoEnv):
         self._task = self.rules.task_arrays([task])  # arrays (1, ...)
         self.task = task
 
+    def _initialize_simulation(self):
+        model = load_model(self.rules)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
     def _step_mujoco_simulation(self, ctrl, n_frames):
-        # Why: a cold solver start per control step is what mujoco.rollout does;
-        # doing it here too keeps single and batched envs bit-identical.
+        # Why: a cold solver start per control step, as the batched env's; and no
+        # mj_rnePostConstraint after the step: the model's sensor had mj_step fill
+        # cfrc_ext (see envs.mujoco.physics).
+        self.data.ctrl[:] = ctrl
         self.data.qacc_warmstart[:] = 0.0
-        super()._step_mujoco_simulation(ctrl, n_frames)
+        mujoco.mj_step(self.model, self.data, nstep=n_frames)
 
     def step(self, action):
         qpos_before = self.data.qpos[None].copy()
@@ -190,8 +207,6 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         max_episode_steps: horizon (None: no time limit).
         frame_skip, reset_noise_scale: as the single env.
         num_threads: stepping threads (default: the CPUs this process may use).
-        backend: ``"rollout"``, ``"threads"`` or ``"auto"`` (rollout unless the
-            rules need contact forces); see ``envs.mujoco.physics``.
         **rules_kwargs: reward weights of the family.
     """
 
@@ -207,23 +222,13 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         frame_skip: int = 5,
         reset_noise_scale: float = 0.1,
         num_threads: int | None = None,
-        backend: str = "auto",
         **rules_kwargs,
     ):
         self.rules = self.rules_cls(**rules_kwargs)
         tasks, episodes_per_task = check_layout(
             tasks, episodes_per_task, num_envs, self.rules.default_task
         )
-        if backend == "auto":
-            backend = "threads" if self.rules.needs_contact_forces else "rollout"
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be 'auto', 'rollout' or 'threads', got {backend!r}")
-        if backend == "rollout" and self.rules.needs_contact_forces:
-            raise ValueError(
-                f"{self.rules.name} needs contact forces: use backend='threads' (rollout has none)"
-            )
-        with quiet_settotalmass():
-            self.model = mujoco.MjModel.from_xml_path(asset_path(self.rules.xml_file))
+        self.model = load_model(self.rules)
         self.dt = self.model.opt.timestep * frame_skip
         self._reset_noise_scale = reset_noise_scale
         self._init_qpos = self.model.qpos0.copy()
@@ -234,8 +239,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
         self.num_threads = default_num_threads(len(tasks) * episodes_per_task, num_threads)
         super().__init__(tasks, episodes_per_task, max_episode_steps, obs_space, action_space)
-        self.backend = backend
-        self.physics = BACKENDS[backend](self.model, self.num_envs, frame_skip, self.num_threads)
+        self.physics = BatchPhysics(self.model, self.num_envs, frame_skip, self.num_threads,
+                                    contact_forces=self.rules.needs_contact_forces)
 
     def _check_task(self, task: Task) -> None:
         self.rules.check_task(task)
@@ -254,10 +259,11 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         self.physics.set_state(idx, qpos, qvel)
         return self.rules.observation(qpos, qvel)
 
-    def _step_envs(self, actions: np.ndarray):
+    def _step_envs(self, actions: np.ndarray, active: np.ndarray | None):
         physics = self.physics
         qpos_before = physics.qpos.copy()
-        physics.step(actions)
+        if active is None or len(active):
+            physics.step(actions, active)
         reward, terminated, info = self.rules.evaluate(
             qpos_before, physics.qpos, physics.qvel, physics.cfrc_ext, actions, self._task, self.dt
         )

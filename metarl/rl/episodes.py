@@ -57,6 +57,9 @@ class TaskEnv(Protocol):
     Sub-envs are task-major: sub-env ``t * E + e`` runs episode e of task t (``envs.base``
     builds such envs from any ``gymnasium.Env`` with ``set_task``). ``reset`` and ``step``
     follow gymnasium's ``VectorEnv``: arrays with a leading dimension ``num_envs``.
+    An env whose ``metadata["hold_ended"]`` is true takes ``reset(options={"hold_ended":
+    True})`` and then does not simulate episodes that ended (the sampler's data
+    are the same either way).
     """
 
     num_tasks: int

@@ -14,17 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.evaluate import load_run, mean_ci95
+from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.rl.adaptation import inner_step
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
-
-
-def step_sizes(alpha: float, steps: int, later_factor: float = 0.5) -> list[float]:
-    """The paper's test step sizes: alpha, then alpha * later_factor."""
-    return [alpha if k == 0 else alpha * later_factor for k in range(steps)]
 
 
 def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
@@ -51,11 +46,16 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
 
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
-                checkpoint: str = "best.pt") -> dict:
-    """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run."""
+                checkpoint: str = "best.pt", inner_lr: float | None = None) -> dict:
+    """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run.
+
+    inner_lr: the first step's size (None: the trained one); later steps are
+    ``later_factor`` times it.
+    """
     from metarl.rl.train import build_policy
 
     config, state = load_run(run_dir, checkpoint)
+    config = with_inner_lr(config, inner_lr)
     probe = family.make_env()
     policy = build_policy(config, probe.observation_space, probe.action_space)
     probe.close()

@@ -51,6 +51,12 @@ def _check_finite(env, episodes: Episodes) -> None:
                                  "rewards and observations")
 
 
+def _zero_after_end(x: Tensor, mask: Tensor) -> Tensor:
+    """x (T, E, ...) with zeros where mask (T, E) is 0."""
+    running = (mask > 0).view(*mask.shape, *[1] * (x.dim() - 2))
+    return torch.where(running, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def _noise(shape: torch.Size, block: tuple[slice, int] | None, draw) -> Tensor:
     """draw(shape) for all tasks, then this process's block of tasks (leading dim)."""
     if block is None:
@@ -112,7 +118,9 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     first = next(iter(params.values()))
     device, dtype = first.device, first.dtype  # float32, or float64 for exactness checks
-    obs, _ = _env_call(env, "reset", seed=seed)
+    # An env that can hold ended episodes need not simulate the ones we discard.
+    hold = {"hold_ended": True} if getattr(env, "metadata", {}).get("hold_ended") else None
+    obs, _ = _env_call(env, "reset", seed=seed, options=hold)
     if np.shape(obs)[1:] != env.single_observation_space.shape:
         raise EnvOutputError(f"{_env_name(env)}: reset returned observations of shape "
                              f"{np.shape(obs)[1:]}, its observation_space says "
@@ -125,9 +133,12 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
         actions = sample_action(call(policy, params, obs_t), generator, block)
         obs_next, rewards, terminated, truncated, _ = _env_call(
             env, "step", env_actions(actions, env.single_action_space))
+        mask = torch.as_tensor(alive, dtype=dtype, device=device).view(num_tasks, per_task)
+        if not alive.all():  # after an episode's end (held or reset env): zeros, not data
+            obs_t, actions = _zero_after_end(obs_t, mask), _zero_after_end(actions, mask)
         all_obs.append(obs_t)
         all_actions.append(actions)
-        all_masks.append(torch.as_tensor(alive, dtype=dtype).view(num_tasks, per_task))
+        all_masks.append(mask)
         rewards = torch.as_tensor(np.where(alive, rewards, 0.0), dtype=dtype)
         all_rewards.append(rewards.view(num_tasks, per_task))
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metarl.evaluate import load_run, mean_ci95
+from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.supervised.classify import (
@@ -30,7 +30,7 @@ from metarl.supervised.meta_step import inner_settings
 
 
 def adaptation_curves(model: nn.Module, rates, config, support, query,
-                      steps: int) -> tuple[np.ndarray, np.ndarray]:
+                      steps: int, later_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-task query (accuracy, loss) after 0..steps inner steps, each (T, steps + 1).
 
     support, query: (x (T, n, c, H, W), y (T, n)). Steps are taken one at a
@@ -39,6 +39,7 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
     lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates)
     if isinstance(lr, dict):
         lr = detach_params(lr)
+    rates_per_step = step_sizes(lr, steps, later_factor)
     task_loss = cross_entropy_loss(config.adapt)
     params = detach_params(expand_params(params_of(model), support[0].shape[0]))
     accuracy, loss = [], []
@@ -47,7 +48,8 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
             with torch.enable_grad():
                 params = {k: v.requires_grad_() for k, v in params.items()}
                 params = detach_params(adapt(lambda p, b: task_loss(model, p, b).sum(), params,
-                                             support, lr, 1, True, inner_names))
+                                             support, rates_per_step[step - 1], 1, True,
+                                             inner_names))
         with torch.no_grad():
             logits = task_logits(model, params, query[0], config.adapt)
             accuracy.append(accuracy_per_task(logits, query[1]).cpu().numpy())
@@ -56,8 +58,8 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
 
 
 def heldout_curves(model: nn.Module, rates, config, images: Tensor, num_tasks: int, steps: int,
-                   seed: int, chunk: int = 50,
-                   device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int, chunk: int = 50, device: torch.device | None = None,
+                   later_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``adaptation_curves`` on ``num_tasks`` tasks of ``images``, ``chunk`` tasks at a time.
 
     Same seed, same tasks, same result. Returns (accuracy, loss), each (num_tasks, steps + 1).
@@ -71,14 +73,15 @@ def heldout_curves(model: nn.Module, rates, config, images: Tensor, num_tasks: i
         if device is not None:
             support = tuple(t.to(device) for t in support)
             query = tuple(t.to(device) for t in query)
-        acc, ce = adaptation_curves(model, rates, config, support, query, steps)
+        acc, ce = adaptation_curves(model, rates, config, support, query, steps, later_factor)
         accuracy.append(acc)
         loss.append(ce)
     return np.concatenate(accuracy), np.concatenate(loss)
 
 
 def evaluate_fewshot(run_dir: str | Path, steps: int | None = None, num_tasks: int = 600,
-                     seed: int = 12345, checkpoint: str = "checkpoint.pt") -> dict:
+                     seed: int = 12345, checkpoint: str = "checkpoint.pt",
+                     inner_lr: float | None = None, later_factor: float = 1.0) -> dict:
     """Query accuracy after 0..steps inner steps on held-out N-way K-shot tasks.
 
     steps: default the config's ``eval_inner_steps`` (the paper's test steps).
@@ -89,6 +92,7 @@ def evaluate_fewshot(run_dir: str | Path, steps: int | None = None, num_tasks: i
     from metarl.supervised.train import load_learner
 
     config, state = load_run(run_dir, checkpoint)
+    config = with_inner_lr(config, inner_lr)
     steps = config.eval_inner_steps if steps is None else steps
     images = load_classes(config, "eval").images
     model, rates = load_learner(run_dir, config, state)
@@ -97,12 +101,13 @@ def evaluate_fewshot(run_dir: str | Path, steps: int | None = None, num_tasks: i
     if rates is not None:
         rates.to(device)
     accuracy, loss = heldout_curves(model, rates, config, images, num_tasks, steps, seed,
-                                    device=device)
+                                    device=device, later_factor=later_factor)
     stats = [mean_ci95(accuracy[:, s]) for s in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "dataset": f"{config.dataset} {config.ways}-way {config.shots}-shot",
             "checkpoint": checkpoint, "iteration": int(state["iteration"]), "tasks": num_tasks,
-            "query_shots": config.query_shots, "inner_lr": config.inner_lr, "seed": seed,
+            "query_shots": config.query_shots, "inner_lr": config.inner_lr,
+            "later_factor": later_factor, "seed": seed,
             "metric": "accuracy",
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
                       "ci95": [c for _, c in stats]},
