@@ -151,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                    seed=args.seed,
                                    checkpoint=args.checkpoint or "checkpoint.pt",
                                    inner_lr=args.inner_lr,
-                                   later_factor=default(args.later_factor, 1.0))
+                                   later_factor=default(args.later_factor, 0.5))
         curves = {f"K={k}": curve for k, curve in result["shots"].items()}
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     json_path, png_path = write_result(result, out)
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--inner-lr", type=positive_number, help="first test-time step "
                           "size (default: the run's inner_lr)")
     evaluate.add_argument("--later-factor", type=positive_number, help="later steps' size "
-                          "relative to the first (the paper's protocols: RL 0.5, supervised 1)")
+                          "relative to the first (default: RL and sinusoid 0.5, few-shot 1)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 

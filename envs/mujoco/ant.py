@@ -9,7 +9,8 @@ Observation (27, float64): qpos without x, y (13) and qvel (14). Unlike Ant-v5's
 default we leave out the 78 clipped contact forces (``cfrc_ext``). Why: they are
 mostly saturated or zero, triple the input size of the policy and of the
 linear baseline, and MAML's reported runs predate MuJoCo 2 where they were
-computed differently. They still enter the contact cost.
+computed differently. They still enter the contact cost, as computed at the start
+of the control step's last substep (see ``envs.mujoco.physics``).
 
 Velocity is the torso's xy displacement / dt, read from the free joint's qpos.
 (Ant-v5 reads ``xpos`` of the torso, which lags by one physics step.)

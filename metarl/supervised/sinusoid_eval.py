@@ -3,8 +3,9 @@
 Protocol (MAML paper, section 5.1): held-out tasks sampled with their own seed;
 for each support size K, gradient steps on the same K points with the training
 inner rate (Meta-SGD: the learned rates; ANIL: head only), MSE on
-``query_points`` fresh points of the same sine after every step. ``inner_lr``
-and ``later_factor`` change the test-time steps (``metarl.evaluate.step_sizes``).
+``query_points`` fresh points of the same sine after every step, later steps
+halved (see ``evaluate_sinusoid``). ``inner_lr`` and ``later_factor`` change the
+test-time steps (``metarl.evaluate.step_sizes``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,13 @@ def sinusoid_curves(model, rates, config, rng: np.random.Generator, num_tasks: i
 def evaluate_sinusoid(run_dir: str | Path, steps: int = 10, num_tasks: int = 600,
                       shots: tuple[int, ...] = (5, 10, 20), seed: int = 12345,
                       query_points: int = 100, checkpoint: str = "checkpoint.pt",
-                      inner_lr: float | None = None, later_factor: float = 1.0) -> dict:
-    """The paper's sinusoid protocol on a trained run; returns the JSON-ready result."""
+                      inner_lr: float | None = None, later_factor: float = 0.5) -> dict:
+    """The paper's sinusoid protocol on a trained run; returns the JSON-ready result.
+
+    Except later steps halved by default (``later_factor`` 1 is the paper's fixed
+    step): at a fixed alpha = 0.01, 2-4 of 600 held-out 5-shot tasks diverge within
+    10 steps in each of 5 training seeds and dominate the mean (README, "Sinusoid").
+    """
     config, state = load_run(run_dir, checkpoint)
     config = with_inner_lr(config, inner_lr)
     model, rates = load_learner(run_dir, config, state)
