@@ -29,6 +29,7 @@ from envs.family import BuiltinTaskFamily, check_range
 
 MAX_SPEED = 0.1
 GOAL_TOLERANCE = 0.01
+HORIZON = 100  # the MAML paper's navigation episodes; the family's and vector env's default
 DEFAULT_TASK: Task = {"goal": np.array([0.25, 0.25])}
 
 
@@ -113,7 +114,7 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         episodes_per_task: int = 1,
         *,
         num_envs: int | None = None,
-        max_episode_steps: int | None = 100,
+        max_episode_steps: int | None = HORIZON,
     ):
         tasks, episodes_per_task = check_layout(tasks, episodes_per_task, num_envs, DEFAULT_TASK)
         super().__init__(tasks, episodes_per_task, max_episode_steps, *_spaces())
@@ -149,7 +150,7 @@ class Navigation2DFamily(BuiltinTaskFamily):
     name = "Navigation2D"
     env_cls = Navigation2D
     vector_env_cls = Navigation2DVectorEnv
-    default_max_episode_steps = 100
+    default_max_episode_steps = HORIZON
 
     def __init__(self, low: float = -0.5, high: float = 0.5, **kwargs):
         check_range(low, high, "Navigation2D goal")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -33,6 +34,13 @@ def spec(default: Any, *, low: float | None = None, high: float | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
+def time_limit_spec() -> Any:
+    """``time_limit_minutes``, a key of every kind of run (``runs.TrainingLoop`` reads it)."""
+    return spec(None, low=0, low_open=True,
+                doc="stop with a checkpoint after this many minutes in this process "
+                    "(resume later)")
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -42,6 +50,9 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
             type(None): "null"}.get(tp, str(tp))
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -60,6 +71,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ConfigError:
                 pass
     elif tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # NaN passes every range check
                 raise ConfigError(f"config key '{key}': must be a finite number, got {value!r}")

@@ -15,11 +15,14 @@ import ctypes.util
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.config import ConfigError, load_config, save_config, to_dict
@@ -136,6 +139,66 @@ class StopOnInterrupt:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+class TrainingLoop:
+    """The bookkeeping every trainer shares, so that each loop reads as its algorithm.
+
+    Iterating yields the iterations from the run's start to ``config.iterations``
+    under a progress bar. A first Ctrl-C (``StopOnInterrupt``) or the config's
+    ``time_limit_minutes`` stops after the current iteration, every process of a
+    sharded run at the same one. The trainer ends each iteration with
+    ``end(done, save)``, which calls ``save(done)`` every ``checkpoint_every``, at
+    the last iteration and when stopping; ``finish`` closes the run and raises
+    ``Interrupted`` after a Ctrl-C::
+
+        with TrainingLoop(run, config, shard, progress, "meta-train") as loop:
+            for iteration in loop:
+                ...  # one meta-iteration; loop.log_due(iteration + 1) says when to log
+                loop.end(iteration + 1, save)
+        loop.finish(final_metrics)
+    """
+
+    def __init__(self, run: Run, config: Any, shard: Any, progress: bool, desc: str):
+        self.run, self.config, self.shard = run, config, shard
+        self.done = run.start_iteration
+        self.bar = tqdm(range(run.start_iteration, config.iterations),
+                        disable=not (progress and shard.is_main),
+                        initial=run.start_iteration, total=config.iterations, desc=desc)
+        self._interrupt = StopOnInterrupt()
+        self._started = time.perf_counter()
+        self._stop = False
+
+    def __enter__(self) -> TrainingLoop:
+        self._interrupt.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._interrupt.__exit__(*exc)
+
+    def __iter__(self):
+        for iteration in self.bar:
+            yield iteration
+            if self._stop:
+                return
+
+    def log_due(self, done: int) -> bool:
+        return done % self.config.log_every == 0 or done == self.config.iterations
+
+    def end(self, done: int, save: Callable[[int], None]) -> None:
+        """After iteration ``done``: checkpoint if due, decide (all processes alike) to stop."""
+        self.done = done
+        limit = self.config.time_limit_minutes
+        over_time = limit is not None and time.perf_counter() - self._started > 60 * limit
+        self._stop = self.shard.sum_floats(over_time or self._interrupt.requested)[0] > 0
+        if (done % self.config.checkpoint_every == 0 or done == self.config.iterations
+                or self._stop):
+            save(done)
+
+    def finish(self, final_metrics: dict[str, float]) -> None:
+        self.run.close(final_metrics)
+        if self._interrupt.requested:
+            raise Interrupted(self.run.dir, self.done)
 
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "*.pt.*.tmp",

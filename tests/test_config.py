@@ -87,3 +87,15 @@ def test_errors_of_overrides_name_the_override_not_the_file(tmp_path):
     path.write_text("kind: rl\niteratons: 3\n")
     with pytest.raises(ConfigError, match=rf"^{path}: unknown config key 'iteratons'"):
         load_config(path)
+
+
+def test_exponent_numbers_without_a_dot_are_floats(tmp_path):
+    """YAML 1.1 reads 1e-5 as a string; a float key takes it as the number users mean."""
+    config = load_config(data={"kind": "rl"}, overrides=["cg_damping=1e-5", "max_kl=2E-2"])
+    assert config.cg_damping == 1e-5 and config.max_kl == 0.02
+    (tmp_path / "c.yaml").write_text("kind: sinusoid\ninner_lr: 5e-3\n")
+    assert load_config(tmp_path / "c.yaml").inner_lr == 0.005
+    with pytest.raises(ConfigError, match="inner_steps.*expected an integer"):
+        load_config(data={"kind": "sinusoid"}, overrides=["inner_steps=1e3"])
+    with pytest.raises(ConfigError, match="method"):
+        load_config(data={"kind": "sinusoid"}, overrides=["method=1e3"])

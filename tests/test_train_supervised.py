@@ -161,3 +161,16 @@ def test_inner_lr_override_refused_for_learned_rates(tmp_path, capsys):
     assert "Meta-SGD" in err and "\n" not in err
     assert main(["evaluate", str(run), "--later-factor", "0.5", "--tasks", "2", "--steps", "2",
                  "--out", str(tmp_path / "e.json")]) == 0
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_the_same(tmp_path):
+    train(small_config(), tmp_path / "full", progress=False)
+    train(small_config("time_limit_minutes=1e-9"), tmp_path / "split", progress=False)
+    stopped = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert stopped["iteration"] == 1  # the limit is over after the first iteration
+    train(small_config(), tmp_path / "split", resume=True, progress=False)
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert split["iteration"] == 40
+    for k, v in full["model"].items():
+        assert torch.equal(v, split["model"][k]), k

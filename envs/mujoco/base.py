@@ -22,6 +22,8 @@ from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
 from envs.family import BuiltinTaskFamily
 from envs.mujoco.physics import BatchPhysics, contact_force_model, default_num_threads
 
+HORIZON = 200  # the MAML paper's MuJoCo episodes; the families' and vector envs' default
+
 ASSETS_DIR = os.path.join(os.path.dirname(gym.__file__), "envs", "mujoco", "assets")
 
 
@@ -218,7 +220,7 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         episodes_per_task: int = 1,
         *,
         num_envs: int | None = None,
-        max_episode_steps: int | None = 200,
+        max_episode_steps: int | None = HORIZON,
         frame_skip: int = 5,
         reset_noise_scale: float = 0.1,
         num_threads: int | None = None,
@@ -283,7 +285,7 @@ class MujocoTaskFamily(BuiltinTaskFamily):
         **env_kwargs: reward weights, ``frame_skip``, ``reset_noise_scale``.
     """
 
-    default_max_episode_steps = 200
+    default_max_episode_steps = HORIZON
 
     def __init__(self, *, num_threads: int | None = None, **kwargs):
         super().__init__(native_kwargs={"num_threads": num_threads}, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from metarl.config import spec
+from metarl.config import spec, time_limit_spec
 
 
 @dataclass
@@ -61,9 +61,7 @@ class RLConfig:
     line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
     checkpoint_every: int = spec(10, low=1)
     log_every: int = spec(1, low=1)
-    time_limit_minutes: float | None = spec(
-        None, low=0, low_open=True,
-        doc="stop with a checkpoint after this many minutes in this process (resume later)")
+    time_limit_minutes: float | None = time_limit_spec()
 
     @property
     def training_inner_steps(self) -> int:

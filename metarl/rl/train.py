@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
@@ -23,7 +22,7 @@ from metarl.functional import params_of
 from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
-from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
+from metarl.runs import Run, TrainingLoop, setup_torch
 
 
 def build_policy(config, observation_space, action_space) -> torch.nn.Module:
@@ -71,14 +70,9 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
                   "action_rng": generator.get_state(), "best_return": best}, best=path_best)
 
     metrics: dict[str, float] = {}
-    started = time.perf_counter()
     inner_steps = config.training_inner_steps
-    bar = tqdm(range(run.start_iteration, config.iterations),
-               disable=not (progress and shard.is_main),
-               initial=run.start_iteration, total=config.iterations, desc="MAML-TRPO")
-    interrupt = StopOnInterrupt()
-    with interrupt:
-        for iteration in bar:
+    with TrainingLoop(run, config, shard, progress, "MAML-TRPO") as loop:
+        for iteration in loop:
             tick = time.perf_counter()
             tasks = family.sample_tasks(rng, config.meta_batch_size)
             env.set_tasks(tasks[shard.tasks(len(tasks))])
@@ -99,23 +93,13 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
             stats["time/iteration"] = time.perf_counter() - tick
             stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]
 
-            done = iteration + 1
-            bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
-            if done % config.log_every == 0 or done == config.iterations:
-                run.log(done, stats)
+            loop.bar.set_postfix(pre=f"{stats['return/after_0_steps']:.2f}", post=f"{post:.2f}")
+            if loop.log_due(iteration + 1):
+                run.log(iteration + 1, stats)
             metrics = stats
-            over_time = (config.time_limit_minutes is not None
-                         and time.perf_counter() - started > 60 * config.time_limit_minutes)
-            # every process stops at the same iteration
-            out_of_time = shard.sum_floats(over_time or interrupt.requested)[0] > 0
-            if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
-                checkpoint(done)
-            if out_of_time:
-                break
+            loop.end(iteration + 1, checkpoint)
     env.close()
-    run.close({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
-               "final/return_after": metrics.get(f"return/after_{inner_steps}_steps",
-                                                 float("nan"))})
-    if interrupt.requested:
-        raise Interrupted(run.dir, done)
+    loop.finish({"final/return_before": metrics.get("return/after_0_steps", float("nan")),
+                 "final/return_after": metrics.get(f"return/after_{inner_steps}_steps",
+                                                   float("nan"))})
     return {k: v for k, v in metrics.items() if k.startswith("return/")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from metarl.config import ConfigError, spec
+from metarl.config import ConfigError, spec, time_limit_spec
 
 Method = Literal["maml", "fomaml", "metasgd", "anil", "reptile"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -35,6 +35,7 @@ class SinusoidConfig:
     input_range: list[float] = spec([-5.0, 5.0])
     checkpoint_every: int = spec(1000, low=1)
     log_every: int = spec(100, low=1)
+    time_limit_minutes: float | None = time_limit_spec()
 
     def validate(self) -> None:
         for key in ("amplitude_range", "phase_range", "input_range"):
@@ -97,6 +98,7 @@ class FewshotConfig:
                                           "(measured faster) or a Python loop")
     checkpoint_every: int = spec(1000, low=1)
     log_every: int = spec(100, low=1)
+    time_limit_minutes: float | None = time_limit_spec()
 
     def validate(self) -> None:
         if self.dataset == "miniimagenet" and self.rotations:

@@ -22,6 +22,9 @@ from metarl.supervised.omniglot import (
     with_rotations,
 )
 
+# The source checkout of an editable install (`pip install -e .`, the README's).
+# Installed elsewhere it is a folder without data, and only the first candidate of
+# resolve_data_dir counts; the error names both.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
-from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
+from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised.classify import cross_entropy_loss
 from metarl.supervised.datasets import load_classes
 from metarl.supervised.fewshot import sample_fewshot
@@ -84,13 +83,9 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
     optimizer, rng = learner.optimizer, learner.rng
 
     metrics: dict[str, float] = {}
-    bar = tqdm(range(run.start_iteration, config.iterations),
-               disable=not (progress and shard.is_main),
-               initial=run.start_iteration, total=config.iterations, desc="meta-train")
     tick, since = time.perf_counter(), 0
-    interrupt = StopOnInterrupt()
-    with interrupt:
-        for iteration in bar:
+    with TrainingLoop(run, config, shard, progress, "meta-train") as loop:
+        for iteration in loop:
             batch = sample_tasks(rng, images, config, config.meta_batch_size)
             support, query = to_device(task_block(batch, block), device)
             optimizer.zero_grad(set_to_none=True)
@@ -100,24 +95,18 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                 torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
             optimizer.step()
 
-            done, since = iteration + 1, since + 1
-            if done % config.log_every == 0 or done == config.iterations:
+            since += 1
+            if loop.log_due(iteration + 1):
                 seconds = (time.perf_counter() - tick) / since
                 # Measured on this meta-batch with the updated parameters (one cheap extra pass).
                 local = {**batch_metrics(config, model, rates, support, query),
                          "loss/meta_objective": loss.item()}
                 metrics = dict(zip(local, shard.sum_floats(*[weight * v for v in local.values()])))
                 metrics["time/seconds_per_iteration"] = seconds
-                run.log(done, metrics)
-                bar.set_postfix(loss=f"{metrics['loss/query_after_adaptation']:.3f}",
-                                acc=f"{metrics['accuracy/query_after_adaptation']:.3f}")
+                run.log(iteration + 1, metrics)
+                loop.bar.set_postfix(loss=f"{metrics['loss/query_after_adaptation']:.3f}",
+                                     acc=f"{metrics['accuracy/query_after_adaptation']:.3f}")
                 tick, since = time.perf_counter(), 0
-            stop = shard.sum_floats(interrupt.requested)[0] > 0  # all processes alike
-            if done % config.checkpoint_every == 0 or done == config.iterations or stop:
-                learner.save(run, shard, done)
-            if stop:
-                break
-    run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
-    if interrupt.requested:
-        raise Interrupted(run.dir, done)
+            loop.end(iteration + 1, lambda done: learner.save(run, shard, done))
+    loop.finish({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
     return metrics

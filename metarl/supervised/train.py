@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.meta import MetaSGDRates
 from metarl.models import MLP, Conv4
-from metarl.runs import Interrupted, Run, StopOnInterrupt, setup_torch
+from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised import sinusoid
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
@@ -101,13 +100,9 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
     optimizer, rng = learner.optimizer, learner.rng
 
     metrics: dict[str, float] = {}
-    bar = tqdm(range(run.start_iteration, config.iterations),
-               disable=not (progress and shard.is_main),
-               initial=run.start_iteration, total=config.iterations, desc="meta-train")
     tick = time.perf_counter()
-    interrupt = StopOnInterrupt()
-    with interrupt:
-        for iteration in bar:
+    with TrainingLoop(run, config, shard, progress, "meta-train") as loop:
+        for iteration in loop:
             batch = sinusoid.sample_batch(rng, config, config.meta_batch_size)
             support, query = to_device(task_block(batch, block), device)
             params = params_of(model)
@@ -128,8 +123,7 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                 torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
             optimizer.step()
 
-            done = iteration + 1
-            if done % config.log_every == 0 or done == config.iterations:
+            if loop.log_due(iteration + 1):
                 with torch.no_grad():
                     before = mse_per_task(model, params_of(model), query).mean().item()
                 before = shard.sum_floats(weight * before)[0]
@@ -137,17 +131,11 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
                 metrics = {"loss/query_after_adaptation": loss.item(),
                            "loss/query_before_adaptation": before,
                            "time/seconds_per_iteration": seconds}
-                run.log(done, metrics)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                run.log(iteration + 1, metrics)
+                loop.bar.set_postfix(loss=f"{loss.item():.3f}")
                 tick = time.perf_counter()
-            stop = shard.sum_floats(interrupt.requested)[0] > 0  # all processes alike
-            if done % config.checkpoint_every == 0 or done == config.iterations or stop:
-                learner.save(run, shard, done)
-            if stop:
-                break
-    run.close({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
-    if interrupt.requested:
-        raise Interrupted(run.dir, done)
+            loop.end(iteration + 1, lambda done: learner.save(run, shard, done))
+    loop.finish({"final/" + k.split("/")[-1]: v for k, v in metrics.items()})
     return metrics
 
 
