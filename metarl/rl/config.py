@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from metarl.config import spec, time_limit_spec
+from metarl.schema import spec, time_limit_spec
 
 
 @dataclass

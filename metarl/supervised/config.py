@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from metarl.config import ConfigError, spec, time_limit_spec
+from metarl.schema import ConfigError, spec, time_limit_spec
 
 Method = Literal["maml", "fomaml", "metasgd", "anil", "reptile"]
 Device = Literal["auto", "cpu", "cuda"]
