@@ -64,7 +64,7 @@ class AntRules(MujocoRules):
         """(B, 2), (B, 2), task arrays -> (B,)."""
         raise NotImplementedError
 
-    def evaluate(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
+    def reward(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
         xy_velocity = (qpos[:, :2] - qpos_before[:, :2]) / dt
         min_z, max_z = self.healthy_z_range
         finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)

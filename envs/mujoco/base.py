@@ -77,7 +77,7 @@ class MujocoRules:
     """A family's observation, reward and task format, on batches of B envs.
 
     Subclasses set ``name``, ``xml_file``, ``task_keys``, ``default_task``,
-    ``skip_qpos`` and implement ``evaluate``.
+    ``skip_qpos`` and implement ``reward``.
     """
 
     name: str
@@ -100,8 +100,8 @@ class MujocoRules:
         """(B, nq), (B, nv) -> (B, nq - skip_qpos + nv) float64."""
         return np.concatenate([qpos[:, self.skip_qpos :], qvel], axis=1)
 
-    def evaluate(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
-        """Reward of one control step.
+    def reward(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
+        """Reward of one control step, with its terms and the termination.
 
         Args:
             qpos_before: (B, nq) before the step. qpos, qvel: (B, nq), (B, nv) after.
@@ -177,7 +177,7 @@ class MujocoTaskEnv(MujocoEnv):
         qpos, qvel = self.data.qpos[None], self.data.qvel[None]
         cfrc = self.data.cfrc_ext[None] if self.rules.needs_contact_forces else None
         action = np.asarray(action, dtype=np.float64)[None]
-        reward, terminated, info = self.rules.evaluate(
+        reward, terminated, info = self.rules.reward(
             qpos_before, qpos, qvel, cfrc, action, self._task, self.dt
         )
         if self.render_mode == "human":
@@ -266,7 +266,7 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         qpos_before = physics.qpos.copy()
         if active is None or len(active):
             physics.step(actions, active)
-        reward, terminated, info = self.rules.evaluate(
+        reward, terminated, info = self.rules.reward(
             qpos_before, physics.qpos, physics.qvel, physics.cfrc_ext, actions, self._task, self.dt
         )
         return self.rules.observation(physics.qpos, physics.qvel), reward, terminated, info

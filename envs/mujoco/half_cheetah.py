@@ -29,7 +29,7 @@ class HalfCheetahRules(MujocoRules):
     def forward_reward(self, x_velocity: np.ndarray, task: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def evaluate(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
+    def reward(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
         x_velocity = (qpos[:, 0] - qpos_before[:, 0]) / dt
         reward_forward = self.forward_reward(x_velocity, task)
         reward_ctrl = -self.ctrl_cost_weight * np.sum(np.square(action), axis=1)
