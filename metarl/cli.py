@@ -166,7 +166,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_plot(args: argparse.Namespace) -> None:
     from metarl.compare import adaptation_figure, training_figure
 
-    if args.training:
+    if args.trajectories:
+        from metarl.rl.trajectories import plot_trajectories
+        from metarl.runs import load_run_config
+
+        if len(args.run_dirs) != 1:
+            raise ConfigError("--trajectories draws one run: give one RUN_DIR")
+        config = load_run_config(args.run_dirs[0])
+        if config.kind != "rl" or config.env != "Navigation2D":
+            raise ConfigError(f"--trajectories draws Navigation2D runs; {args.run_dirs[0]} is "
+                              f"a {getattr(config, 'env', config.kind)} run")
+        path = plot_trajectories(args.run_dirs[0], make_family(config), args.out,
+                                 num_tasks=default(args.tasks, 4), steps=default(args.steps, 3),
+                                 checkpoint=args.checkpoint or "best.pt")
+    elif args.training:
         path = training_figure(args.run_dirs, args.out, args.tag)
     else:
         path = adaptation_figure(args.run_dirs, args.out)
@@ -229,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="adaptation (or training) curves of several runs")
     plot.add_argument("run_dirs", nargs="+")
     plot.add_argument("--out", required=True, help="PNG path")
+    plot.add_argument("--trajectories", action="store_true", help="2D navigation: paths to "
+                      "held-out goals before and after each inner step")
+    plot.add_argument("--tasks", type=count(1), help="--trajectories: goals drawn (4)")
+    plot.add_argument("--steps", type=count(0), help="--trajectories: inner steps (3)")
+    plot.add_argument("--checkpoint", help="--trajectories: best.pt (default) or checkpoint.pt")
     plot.add_argument("--training", action="store_true",
                       help="training curves from TensorBoard (mean and spread over seeds)")
     plot.add_argument("--tag", help="TensorBoard scalar for --training")

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def metric_label(metric: str) -> str:
@@ -39,6 +40,7 @@ def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: st
                         [m + c for m, c in zip(mean, ci)], alpha=0.2)
     if log_y:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole
     return save(fig, ax, out, "inner gradient steps", ylabel, title)
 
 

@@ -194,3 +194,37 @@ def test_runs_written_before_a_config_key_existed_still_evaluate_and_resume(tmp_
     assert main(["train", str(run / "config.yaml"), "--run-dir", str(run), "--resume",
                  "--quiet", "--set=iterations=4", "--set=cg_preconditioner=kfac"]) != 0
     assert "cg_preconditioner' was 'none' in the run" in capsys.readouterr().err
+
+
+def test_trajectories_are_the_evaluations_episodes_drawn(tmp_path, capsys):
+    """The paths are the observations of the evaluation's own rollouts, until each end."""
+    import numpy as np
+
+    from metarl.rl.evaluate import adaptation_returns, load_policy
+    from metarl.rl.trajectories import adaptation_paths
+
+    cfg = config("iterations=1")
+    family = make_family(cfg)
+    run = tmp_path / "nav"
+    train(cfg, family, run, progress=False)
+    _, _, policy = load_policy(run, family, "best.pt")
+    goals, paths = adaptation_paths(policy, family, cfg, 3, 2, 1, seed=5)
+    returns = adaptation_returns(policy, family, cfg, 3, 2, 1, seed=5)
+    assert goals.shape == (3, 2) and len(paths) == 2 and len(paths[0]) == 3
+    for k in range(2):  # navigation's reward is minus the distance after each move
+        for t in range(3):
+            for path in paths[k][t]:
+                assert path.shape[1] == 2 and 1 <= len(path) <= cfg.horizon
+            # the first position is the start; each later one earned minus its distance
+            # to the goal: the return of the same episodes less the last move's term
+            assert np.allclose([p[0] for p in paths[k][t]], 0.0)
+            partial = np.mean([-np.linalg.norm(p[1:] - goals[t], axis=1).sum()
+                               for p in paths[k][t]])
+            assert 0.0 <= partial - returns[t, k] <= 1.5
+    assert np.isfinite(returns).all()
+    out = tmp_path / "paths.png"
+    assert main(["plot", str(run), "--trajectories", "--tasks", "2", "--steps", "1",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(run), str(run), "--trajectories", "--out", str(out)]) == 2
+    assert "one RUN_DIR" in capsys.readouterr().err

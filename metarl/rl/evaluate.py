@@ -22,26 +22,48 @@ from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
 
 
-def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
-                       steps: int, seed: int, later_factor: float = 0.5) -> np.ndarray:
-    """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
+def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
+                     steps: int, seed: int, later_factor: float = 0.5):
+    """Yield (tasks, Episodes (T, E, H, ...)) of fresh held-out tasks after 0..steps inner steps."""
     rng = np.random.default_rng(seed)
-    env = family.make_vector_env(family.sample_tasks(rng, num_tasks), episodes)
+    tasks = family.sample_tasks(rng, num_tasks)
+    env = family.make_vector_env(tasks, episodes)
     generator = torch.Generator().manual_seed(seed)
     loss = inner_loss(config.inner_objective)
     params = detach_params(expand_params(params_of(policy), num_tasks))
     rates = step_sizes(config.inner_lr, steps, later_factor)
-    returns = []
-    for step in range(steps + 1):
-        episodes_k = rollout(env, policy, params, config.horizon,
-                             int(rng.integers(2**31 - 1)), generator)
-        returns.append(episodes_k.returns().mean(dim=1).cpu().numpy())
-        if step == steps:
-            break
-        adv = advantages(episodes_k, config.gamma, config.gae_lambda)
-        params = inner_step(policy, params, episodes_k, adv, loss, rates[step])
-    env.close()
+    try:
+        for step in range(steps + 1):
+            episodes_k = rollout(env, policy, params, config.horizon,
+                                 int(rng.integers(2**31 - 1)), generator)
+            yield tasks, episodes_k
+            if step == steps:
+                break
+            adv = advantages(episodes_k, config.gamma, config.gae_lambda)
+            params = inner_step(policy, params, episodes_k, adv, loss, rates[step])
+    finally:
+        env.close()
+
+
+def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
+                       steps: int, seed: int, later_factor: float = 0.5) -> np.ndarray:
+    """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
+    returns = [episodes_k.returns().mean(dim=1).cpu().numpy() for _, episodes_k in
+               adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed,
+                                later_factor)]
     return np.stack(returns, axis=1)
+
+
+def load_policy(run_dir: str | Path, family, checkpoint: str):
+    """(config, checkpoint state, policy with the checkpoint's parameters) of an RL run."""
+    from metarl.rl.train import build_policy
+
+    config, state = load_run(run_dir, checkpoint)
+    probe = family.make_env()
+    policy = build_policy(config, probe.observation_space, probe.action_space)
+    probe.close()
+    policy.load_state_dict(state["model"])
+    return config, state, policy
 
 
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
@@ -52,14 +74,8 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
     inner_lr: the first step's size (None: the trained one); later steps are
     ``later_factor`` times it.
     """
-    from metarl.rl.train import build_policy
-
-    config, state = load_run(run_dir, checkpoint)
+    config, state, policy = load_policy(run_dir, family, checkpoint)
     config = with_inner_lr(config, inner_lr)
-    probe = family.make_env()
-    policy = build_policy(config, probe.observation_space, probe.action_space)
-    probe.close()
-    policy.load_state_dict(state["model"])
     if episodes is None:
         episodes = config.eval_episodes or config.episodes_per_task
     per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
