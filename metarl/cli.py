@@ -186,6 +186,26 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_render(args: argparse.Namespace) -> None:
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; read when mujoco is imported
+    from metarl.rl.render import RenderError, render_adaptation
+    from metarl.runs import load_run_config
+
+    config = load_run_config(args.run_dir)
+    if config.kind != "rl" or config.env == "Navigation2D" or ":" in config.env:
+        raise ConfigError(f"render draws runs of the built-in MuJoCo families; {args.run_dir} "
+                          f"is a {getattr(config, 'env', config.kind)} run")
+    try:
+        path = render_adaptation(args.run_dir, make_family(config), args.out,
+                                 num_tasks=args.tasks, steps=args.steps, seed=args.seed,
+                                 checkpoint=args.checkpoint, strip=args.strip)
+    except RenderError as err:
+        raise ConfigError(str(err)) from None
+    print(f"wrote {path}" + (f" and {args.strip}" if args.strip else ""))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
@@ -251,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training curves from TensorBoard (mean and spread over seeds)")
     plot.add_argument("--tag", help="TensorBoard scalar for --training")
     plot.set_defaults(func=cmd_plot)
+
+    render = sub.add_parser("render", help="video of a MuJoCo policy before and after "
+                            "adaptation (rows: held-out tasks, columns: inner steps)")
+    render.add_argument("run_dir")
+    render.add_argument("--out", required=True, help="video path: .gif, or .mp4 with "
+                        "imageio-ffmpeg")
+    render.add_argument("--tasks", type=count(1), default=2, help="held-out tasks (2)")
+    render.add_argument("--steps", type=count(0), default=1, help="inner steps (1)")
+    render.add_argument("--seed", type=int, default=12345)
+    render.add_argument("--checkpoint", default="best.pt")
+    render.add_argument("--strip", help="also a PNG of five frames of the video")
+    render.set_defaults(func=cmd_render)
 
     bench = sub.add_parser("bench", help="run a benchmark from experiments/bench/ (needs a "
                            "source checkout)")

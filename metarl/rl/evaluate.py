@@ -24,7 +24,8 @@ from metarl.rl.sampler import rollout
 
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                      steps: int, seed: int, later_factor: float = 0.5):
-    """Yield (tasks, Episodes (T, E, H, ...)) of fresh held-out tasks after 0..steps inner steps."""
+    """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
+    held-out tasks: the stacked parameters (T, ...) each step's episodes were run with."""
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(rng, num_tasks)
     env = family.make_vector_env(tasks, episodes)
@@ -36,7 +37,7 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
         for step in range(steps + 1):
             episodes_k = rollout(env, policy, params, config.horizon,
                                  int(rng.integers(2**31 - 1)), generator)
-            yield tasks, episodes_k
+            yield tasks, params, episodes_k
             if step == steps:
                 break
             adv = advantages(episodes_k, config.gamma, config.gae_lambda)
@@ -48,7 +49,7 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
 def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                        steps: int, seed: int, later_factor: float = 0.5) -> np.ndarray:
     """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
-    returns = [episodes_k.returns().mean(dim=1).cpu().numpy() for _, episodes_k in
+    returns = [episodes_k.returns().mean(dim=1).cpu().numpy() for _, _, episodes_k in
                adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed,
                                 later_factor)]
     return np.stack(returns, axis=1)

@@ -21,7 +21,7 @@ def adaptation_paths(policy, family, config, num_tasks: int, episodes: int, step
                      seed: int, later_factor: float = 0.5):
     """(goals (T, 2), per step k = 0..steps a list over tasks of E paths, each (n_k, 2))."""
     paths, goals = [], None
-    for tasks, batch in adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
+    for tasks, _, batch in adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
                                          seed, later_factor):
         goals = np.stack([np.asarray(t["goal"], dtype=np.float64) for t in tasks])
         obs, mask = batch.obs.cpu().numpy(), batch.mask.cpu().numpy() > 0
