@@ -61,8 +61,16 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.activation = ACTIVATIONS[activation]()
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def feature_dim(self) -> int:
+        """Size of the last hidden layer (the head's input)."""
+        return self.layers[-1].in_features
+
+    def forward(self, x: Tensor, features_only: bool = False) -> Tensor:
+        """(..., in) -> (..., out), or the last hidden features (..., feature_dim)."""
         for i, layer in enumerate(self.layers):
+            if features_only and i == len(self.layers) - 1:
+                return x
             x = linear(x, layer.weight, layer.bias)
             if i < len(self.layers) - 1:
                 x = self.activation(x)

@@ -105,3 +105,10 @@ def test_evaluation_is_reproducible(tmp_path, data_dir):
     b = evaluate_fewshot(tmp_path / "run", steps=2, num_tasks=60, seed=3)
     c = evaluate_fewshot(tmp_path / "run", steps=2, num_tasks=60, seed=4)
     assert a == b and a["per_task"] != c["per_task"]
+
+
+def test_task_adaptive_maml_is_refused_for_fewshot_in_one_line():
+    from metarl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sinusoid so far"):
+        load_config(data={"kind": "fewshot"}, overrides=["method=tamaml"])

@@ -155,3 +155,59 @@ def test_masked_relu_matches_torch_relu_with_derivatives():
     (g_ours,) = torch.autograd.grad((ours * v).sum(), x, create_graph=True)
     (g_ref,) = torch.autograd.grad((ref * v).sum(), x, create_graph=True)
     torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_task_adaptive_meta_gradient_matches_finite_differences():
+    """Gradient of the query loss after two task-adaptive steps, with respect to the
+    rate encoder and to the model (which also shapes the support embedding)."""
+    from metarl.functional import params_of
+    from metarl.meta import TaskRates
+    from metarl.models import MLP
+    from metarl.supervised.meta_step import meta_loss, mse_per_task
+
+    torch.manual_seed(0)
+    model = MLP(1, 1, (8, 8)).double()
+    rates = TaskRates(model, 0.05).double()
+    with torch.no_grad():  # away from the zero start, where every task gets alpha
+        rates.encoder.weight.normal_(0.0, 0.5)
+        rates.encoder.bias.normal_(0.0, 0.5)
+    x = torch.linspace(-3, 3, 3 * 10, dtype=torch.float64).view(3, 10, 1)
+    y = torch.sin(x * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64).view(3, 1, 1))
+    support, query = (x[:, ::2], y[:, ::2]), (x[:, 1::2], y[:, 1::2])
+
+    def objective() -> torch.Tensor:
+        return meta_loss("tamaml", model, mse_per_task, params_of(model), support, query,
+                         0.05, 2, rates)
+
+    checked = [rates.encoder.weight, rates.encoder.bias, model.layers[0].weight]
+    grads = torch.autograd.grad(objective(), checked)
+    gen = torch.Generator().manual_seed(1)
+    for tensor, grad in zip(checked, grads):
+        for index in torch.randint(0, tensor.numel(), (4,), generator=gen).tolist():
+            flat = tensor.data.view(-1)
+            original = flat[index].item()
+            flat[index] = original + 1e-6  # .data: no autograd record of the nudge
+            up = objective().item()
+            flat[index] = original - 1e-6
+            down = objective().item()
+            flat[index] = original
+            assert abs((up - down) / 2e-6 - grad.view(-1)[index].item()) < 1e-7
+    assert grads[0].abs().sum() > 0  # the encoder is meta-learned
+
+
+def test_task_adaptive_rates_start_as_maml_and_differ_by_task():
+    from metarl.functional import expand_params, params_of
+    from metarl.meta import TaskRates
+    from metarl.models import MLP
+
+    model = MLP(1, 1, (8,))
+    rates = TaskRates(model, 0.01)
+    stacked = expand_params(params_of(model), 2)
+    support_x = torch.stack([torch.zeros(5, 1), torch.ones(5, 1)])
+    start = rates.for_tasks(model, stacked, support_x)
+    assert all(torch.allclose(r, torch.full_like(r, 0.01)) for r in start.values())
+    assert start["layers.0.weight"].shape == (2, 1, 1) and start["layers.1.bias"].shape == (2, 1)
+    with torch.no_grad():
+        rates.encoder.weight.fill_(1.0)
+    later = rates.for_tasks(model, stacked, support_x)["layers.0.weight"].flatten()
+    assert later[0] != later[1] and ((later > 0) & (later < 0.02)).all()

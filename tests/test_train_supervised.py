@@ -20,7 +20,7 @@ def small_config(*extra):
     return load_config(data={"kind": "sinusoid"}, overrides=SMALL + list(extra))
 
 
-@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "anil", "reptile"])
+@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "anil", "reptile", "tamaml"])
 def test_every_method_trains_and_its_loss_falls(tmp_path, method):
     config = small_config(f"method={method}", "iterations=200", "log_every=200", "outer_lr=0.01",
                           "inner_steps=3" if method == "reptile" else "inner_steps=1")

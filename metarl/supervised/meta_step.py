@@ -33,9 +33,19 @@ def adapt_tasks(model: nn.Module, task_loss: TaskLoss, params: Mapping[str, Tens
                  support, lr, steps, first_order, inner_names, grad_checkpointing)
 
 
-def inner_settings(method: str, model: nn.Module, inner_lr: float, rates=None):
-    """(lr, first_order, inner_names) of a method's inner loop."""
-    lr = rates.as_dict() if method == "metasgd" else inner_lr
+def inner_settings(method: str, model: nn.Module, inner_lr: float, rates=None,
+                   task_params: Params | None = None, support_x: Tensor | None = None):
+    """(lr, first_order, inner_names) of a method's inner loop.
+
+    Task-adaptive MAML's rates depend on the tasks: give the stacked parameters the
+    adaptation starts from (T, ...) and the support inputs (T, K, ...).
+    """
+    if method == "metasgd":
+        lr = rates.as_dict()
+    elif method == "tamaml":
+        lr = rates.for_tasks(model, task_params, support_x)
+    else:
+        lr = inner_lr
     first_order = method in ("fomaml", "reptile")
     inner_names = head_names(model) if method == "anil" else None
     return lr, first_order, inner_names
@@ -46,8 +56,8 @@ def meta_loss(method: str, model: nn.Module, task_loss: TaskLoss, params: Params
               grad_checkpointing: bool = False) -> Tensor:
     """Mean over tasks of the query loss after adapting on the support set.
 
-    Differentiable with respect to ``params`` (and Meta-SGD ``rates``) for
-    maml / fomaml / metasgd / anil.
+    Differentiable with respect to ``params`` (and the learned ``rates`` of Meta-SGD
+    and task-adaptive MAML) for maml / fomaml / metasgd / anil / tamaml.
     """
     return task_loss(model, adapted_params(method, model, task_loss, params, support, inner_lr,
                                            inner_steps, rates, grad_checkpointing), query).mean()
@@ -57,9 +67,11 @@ def adapted_params(method: str, model: nn.Module, task_loss: TaskLoss, params: P
                    inner_lr: float, inner_steps: int, rates=None,
                    grad_checkpointing: bool = False) -> Params:
     """The per-task parameters (stacked) after a method's inner loop on the support set."""
-    lr, first_order, inner_names = inner_settings(method, model, inner_lr, rates)
-    return adapt_tasks(model, task_loss, params, support, lr, inner_steps, first_order,
-                       inner_names, grad_checkpointing)
+    stacked = expand_params(params, support[0].shape[0])
+    lr, first_order, inner_names = inner_settings(method, model, inner_lr, rates, stacked,
+                                                  support[0])
+    return adapt(lambda p, b: task_loss(model, p, b).sum(), stacked, support, lr, inner_steps,
+                 first_order, inner_names, grad_checkpointing)
 
 
 def reptile_direction(model: nn.Module, task_loss: TaskLoss, params: Params, support, query,

@@ -30,11 +30,13 @@ def sinusoid_curves(model, rates, config, rng: np.random.Generator, num_tasks: i
     tasks = sinusoid.sample_sinusoids(rng, num_tasks, config.amplitude_range, config.phase_range)
     support = sinusoid.sinusoid_points(rng, tasks, shots, config.input_range)
     query = sinusoid.sinusoid_points(rng, tasks, query_points, config.input_range)
-    lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates)
+    params = detach_params(expand_params(params_of(model), num_tasks))
+    with torch.no_grad():
+        lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates,
+                                            params, support[0])
     if isinstance(lr, dict):
         lr = detach_params(lr)
     rates_per_step = step_sizes(lr, steps, later_factor)
-    params = detach_params(expand_params(params_of(model), num_tasks))
     losses = []
     for step in range(steps + 1):
         if step > 0:

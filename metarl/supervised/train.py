@@ -18,7 +18,7 @@ import torch
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
-from metarl.meta import MetaSGDRates
+from metarl.meta import MetaSGDRates, TaskRates
 from metarl.models import MLP, Conv4
 from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised import sinusoid
@@ -35,11 +35,12 @@ def build_model(config) -> torch.nn.Module:
 
 
 def build_learner(config) -> tuple[torch.nn.Module, MetaSGDRates | None]:
-    """Model and, for Meta-SGD, its learned inner rates; seeded from the run seed."""
+    """Model and its learned inner rates (Meta-SGD, task-adaptive MAML; else None);
+    seeded from the run seed."""
     torch.manual_seed(config.seed)
     model = build_model(config)
-    rates = MetaSGDRates(model, config.inner_lr) if config.method == "metasgd" else None
-    return model, rates
+    rates = {"metasgd": MetaSGDRates, "tamaml": TaskRates}.get(config.method)
+    return model, None if rates is None else rates(model, config.inner_lr)
 
 
 def to_device(batch, device):
@@ -57,7 +58,7 @@ class MetaLearner:
     rates, the Adam optimiser over both, and the task generator."""
 
     model: torch.nn.Module
-    rates: MetaSGDRates | None
+    rates: MetaSGDRates | TaskRates | None
     modules: torch.nn.ModuleList
     optimizer: torch.optim.Optimizer
     rng: np.random.Generator
