@@ -149,16 +149,19 @@ class Conv4(nn.Module):
             self.norm_biases.append(nn.Parameter(torch.zeros(filters)))
             channels, size = filters, (size // 2 if pool else (size + 1) // 2)
         # Strided nets average the final map (as the paper's code); pooled nets flatten it.
-        self.features = filters if not pool else filters * size * size
-        self.head = nn.Linear(self.features, num_classes)
+        self.feature_dim = filters if not pool else filters * size * size
+        self.head = nn.Linear(self.feature_dim, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, features_only: bool = False) -> Tensor:
+        """Logits (N, num_classes), or the head's input features (N, feature_dim)."""
         for conv, w, b in zip(self.convs, self.norm_weights, self.norm_biases):
             x = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
             x = F.relu(batch_norm(x, w, b))
             if self.pool:
                 x = F.max_pool2d(x, 2)
         x = x.flatten(1) if self.pool else x.mean(dim=(2, 3))
+        if features_only:
+            return x
         return F.linear(x, self.head.weight, self.head.bias)
 
     @staticmethod

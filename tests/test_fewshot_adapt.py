@@ -76,3 +76,33 @@ def test_checkpointed_inner_steps_give_the_same_gradients(method):
         assert all(g.abs().sum() > 0 for g in grads[1][-len(list(rates.parameters())):])
     if method == "anil":
         assert head_names(model) == ["head.weight", "head.bias"]
+
+
+def test_task_adaptive_rates_on_conv4_are_the_same_by_vmap_and_loop_and_per_task():
+    """Each task's rates come from its own support features (batch norm on its own batch)."""
+    from metarl.functional import expand_params
+    from metarl.meta import TaskRates
+
+    model, support, query = conv_problem(False)
+    params = params_of(model)
+    stacked = expand_params(params, 3)
+    by_mode = {}
+    for mode in ("vmap", "loop"):
+        rates = TaskRates(model, 0.3, per_task=mode).double()
+        with torch.no_grad():
+            rates.encoder.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+        by_mode[mode] = (rates, rates.for_tasks(model, stacked, support[0]))
+    alone = model(support[0][1], features_only=True).mean(0)  # task 1 by itself
+    scale = 2 * torch.sigmoid(by_mode["vmap"][0].encoder(alone))
+    for i, name in enumerate(by_mode["vmap"][0].names):
+        torch.testing.assert_close(by_mode["vmap"][1][name], by_mode["loop"][1][name])
+        torch.testing.assert_close(by_mode["vmap"][1][name][1].flatten(), 0.3 * scale[i:i + 1])
+    head_rates = by_mode["vmap"][1]["head.bias"]
+    assert not torch.allclose(head_rates[0], head_rates[1])  # tasks get their own rates
+    grads = {}
+    for mode, (rates, _) in by_mode.items():
+        loss = meta_loss("tamaml", model, cross_entropy_loss(mode), params, support, query, 0.3,
+                         1, rates)
+        grads[mode] = torch.autograd.grad(loss, [*params.values(), rates.encoder.weight])
+    for g, r in zip(grads["vmap"], grads["loop"]):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-8)

@@ -36,7 +36,7 @@ def held_out(run_dir):
     return result["loss"][-1], result["curve"]["mean"][-1]
 
 
-@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "anil", "reptile"])
+@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "anil", "reptile", "tamaml"])
 def test_every_method_trains_and_its_held_out_loss_falls(tmp_path, data_dir, method):
     # Reptile and ANIL learn through several inner steps (ANIL: the head alone).
     steps = 3 if method in ("reptile", "anil") else 1
@@ -106,9 +106,3 @@ def test_evaluation_is_reproducible(tmp_path, data_dir):
     c = evaluate_fewshot(tmp_path / "run", steps=2, num_tasks=60, seed=4)
     assert a == b and a["per_task"] != c["per_task"]
 
-
-def test_task_adaptive_maml_is_refused_for_fewshot_in_one_line():
-    from metarl.config import ConfigError, load_config
-
-    with pytest.raises(ConfigError, match="sinusoid so far"):
-        load_config(data={"kind": "fewshot"}, overrides=["method=tamaml"])

@@ -21,8 +21,11 @@ class TaskRates(nn.Module):
     """Encoder of task-adaptive rates for ``model`` (which has ``feature_dim`` and
     ``forward(x, features_only=True)``)."""
 
-    def __init__(self, model: nn.Module, init_lr: float):
+    def __init__(self, model: nn.Module, init_lr: float, per_task: str | None = None):
+        """per_task: how ``model`` runs stacked parameters: None (natively, the MLP),
+        ``"vmap"`` or ``"loop"`` (Conv4, as ``supervised.classify.task_logits``)."""
         super().__init__()
+        self.per_task = per_task
         self.names = [name for name, _ in model.named_parameters()]
         self.init_lr = float(init_lr)
         self.encoder = nn.Linear(model.feature_dim, len(self.names))
@@ -34,7 +37,19 @@ class TaskRates(nn.Module):
 
         params: stacked (T, ...); support_x: (T, K, ...) -> {name: (T, 1, ..., 1)}.
         """
-        features = call(model, params, support_x, features_only=True)  # (T, K, F)
+        features = self._features(model, params, support_x)  # (T, K, F)
         scales = 2.0 * torch.sigmoid(self.encoder(features.mean(dim=1)))  # (T, P)
         return {name: (self.init_lr * scales[:, i]).view(-1, *[1] * (params[name].dim() - 1))
                 for i, name in enumerate(self.names)}
+
+    def _features(self, model: nn.Module, params: Params, x: Tensor) -> Tensor:
+        def one(p, xi):
+            return call(model, p, xi, features_only=True)
+
+        if self.per_task is None:
+            return one(params, x)
+        if self.per_task == "vmap":
+            return torch.func.vmap(one)(params, x)
+        per_task = {k: v.unbind(0) for k, v in params.items()}
+        return torch.stack([one({k: v[t] for k, v in per_task.items()}, x[t])
+                            for t in range(x.shape[0])])

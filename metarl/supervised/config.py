@@ -101,9 +101,6 @@ class FewshotConfig:
     time_limit_minutes: float | None = time_limit_spec()
 
     def validate(self) -> None:
-        if self.method == "tamaml":
-            raise ConfigError("method 'tamaml' (task-adaptive MAML) runs on sinusoid so far; "
-                              "few-shot Conv4 has no support-set features for it yet")
         if self.dataset == "miniimagenet" and self.rotations:
             raise ConfigError("config key 'rotations': the rotation augmentation is for Omniglot; "
                               "use null or false with dataset: miniimagenet")

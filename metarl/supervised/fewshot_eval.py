@@ -36,12 +36,14 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
     support, query: (x (T, n, c, H, W), y (T, n)). Steps are taken one at a
     time without a second-order graph (the values are the same).
     """
-    lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates)
+    params = detach_params(expand_params(params_of(model), support[0].shape[0]))
+    with torch.no_grad():
+        lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates,
+                                            params, support[0])
     if isinstance(lr, dict):
         lr = detach_params(lr)
     rates_per_step = step_sizes(lr, steps, later_factor)
     task_loss = cross_entropy_loss(config.adapt)
-    params = detach_params(expand_params(params_of(model), support[0].shape[0]))
     accuracy, loss = [], []
     for step in range(steps + 1):
         if step > 0:

@@ -39,8 +39,12 @@ def build_learner(config) -> tuple[torch.nn.Module, MetaSGDRates | None]:
     seeded from the run seed."""
     torch.manual_seed(config.seed)
     model = build_model(config)
-    rates = {"metasgd": MetaSGDRates, "tamaml": TaskRates}.get(config.method)
-    return model, None if rates is None else rates(model, config.inner_lr)
+    if config.method == "metasgd":
+        return model, MetaSGDRates(model, config.inner_lr)
+    if config.method == "tamaml":
+        per_task = config.adapt if config.kind == "fewshot" else None  # Conv4: vmap or loop
+        return model, TaskRates(model, config.inner_lr, per_task)
+    return model, None
 
 
 def to_device(batch, device):
