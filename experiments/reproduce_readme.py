@@ -41,6 +41,7 @@ class Check:
     bench: list[str] = field(default_factory=list)  # a benchmark script and its arguments
     patterns: dict[str, str] = field(default_factory=dict)  # a ratio's regex in its output
     curve: str = "curve"  # where the evaluation JSON keeps the curve ("shots/5": sinusoid)
+    scale: float = 1.0  # README unit per JSON unit (100: accuracy in percent)
 
 
 CHECKS = [
@@ -53,7 +54,7 @@ CHECKS = [
     Check("omniglot-5w1s-500", "omniglot-small-5w1s.yaml, MAML 500 iterations, accuracy "
           "after 0/1/3 steps", {"0": (20.4, 1.5), "1": (90.4, 1.2), "3": (90.8, 1.2)},
           train=[str(CONFIGS / "omniglot-small-5w1s.yaml"), "--set", "iterations=500"],
-          evaluate=["--steps", "3"]),
+          evaluate=["--steps", "3"], scale=100.0),
     Check("navigation-seed0", "navigation-2d-lr0.5 best.pt, 1000 tasks, 40 episodes",
           {"0": (-37.78, 0.90), "1": (-11.69, 0.44)},
           evaluate=[str(RESULTS / "navigation-2d-lr0.5"), "--tasks", "1000", "--steps", "1",
@@ -108,7 +109,8 @@ def measure(check: Check, scratch: Path) -> dict[str, tuple[float, float | None]
     curve = json.loads(out.read_text())
     for part in check.curve.split("/"):
         curve = curve[part]
-    return {step: (curve["mean"][int(step)], curve["ci95"][int(step)]) for step in check.readme}
+    return {step: (check.scale * curve["mean"][int(step)], check.scale * curve["ci95"][int(step)])
+            for step in check.readme}
 
 
 def rows(check: Check, now: dict) -> list[str]:
