@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
+from metarl.evaluate import load_run, mean_ci95, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.supervised.classify import (
@@ -26,7 +26,7 @@ from metarl.supervised.classify import (
     task_logits,
 )
 from metarl.supervised.fewshot import sample_fewshot
-from metarl.supervised.meta_step import inner_settings
+from metarl.supervised.meta_step import test_time_rates
 
 
 def adaptation_curves(model: nn.Module, rates, config, support, query,
@@ -37,12 +37,8 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
     time without a second-order graph (the values are the same).
     """
     params = detach_params(expand_params(params_of(model), support[0].shape[0]))
-    with torch.no_grad():
-        lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates,
-                                            params, support[0])
-    if isinstance(lr, dict):
-        lr = detach_params(lr)
-    rates_per_step = step_sizes(lr, steps, later_factor)
+    rates_per_step, inner_names = test_time_rates(config, model, rates, params, support[0],
+                                                  steps, later_factor)
     task_loss = cross_entropy_loss(config.adapt)
     accuracy, loss = [], []
     for step in range(steps + 1):

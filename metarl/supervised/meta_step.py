@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.functional import Params, call, expand_params
+from metarl.evaluate import step_sizes
+from metarl.functional import Params, call, detach_params, expand_params
 from metarl.meta import adapt, head_names, reptile_grads
 
 TaskLoss = Callable[[nn.Module, Params, tuple[Tensor, Tensor]], Tensor]
@@ -49,6 +50,21 @@ def inner_settings(method: str, model: nn.Module, inner_lr: float, rates=None,
     first_order = method in ("fomaml", "reptile")
     inner_names = head_names(model) if method == "anil" else None
     return lr, first_order, inner_names
+
+
+def test_time_rates(config, model: nn.Module, rates, params: Params, support_x: Tensor,
+                    steps: int, later_factor: float):
+    """(step sizes of steps 1..steps, inner_names) for evaluating a trained run.
+
+    params: the stacked (T, ...) start parameters; support_x: (T, K, ...). The rates
+    are constants here (no graph), one per step (``metarl.evaluate.step_sizes``).
+    """
+    with torch.no_grad():
+        lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates,
+                                            params, support_x)
+    if isinstance(lr, dict):
+        lr = detach_params(lr)
+    return step_sizes(lr, steps, later_factor), inner_names
 
 
 def meta_loss(method: str, model: nn.Module, task_loss: TaskLoss, params: Params,

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
+from metarl.evaluate import load_run, mean_ci95, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.meta import adapt
 from metarl.supervised import sinusoid
-from metarl.supervised.meta_step import inner_settings, mse_per_task
+from metarl.supervised.meta_step import mse_per_task, test_time_rates
 from metarl.supervised.train import load_learner
 
 
@@ -31,12 +31,8 @@ def sinusoid_curves(model, rates, config, rng: np.random.Generator, num_tasks: i
     support = sinusoid.sinusoid_points(rng, tasks, shots, config.input_range)
     query = sinusoid.sinusoid_points(rng, tasks, query_points, config.input_range)
     params = detach_params(expand_params(params_of(model), num_tasks))
-    with torch.no_grad():
-        lr, _, inner_names = inner_settings(config.method, model, config.inner_lr, rates,
-                                            params, support[0])
-    if isinstance(lr, dict):
-        lr = detach_params(lr)
-    rates_per_step = step_sizes(lr, steps, later_factor)
+    rates_per_step, inner_names = test_time_rates(config, model, rates, params, support[0],
+                                                  steps, later_factor)
     losses = []
     for step in range(steps + 1):
         if step > 0:
