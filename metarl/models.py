@@ -6,8 +6,11 @@ layer becomes one batched matmul over tasks, so a single call evaluates T
 tasks with T parameter sets. Inputs are then shaped (T, ..., features).
 
 ``Conv4`` uses batch statistics in both the inner and the outer loop (no
-running statistics), as the original MAML; its batch norm is written with
-plain tensor ops so that ``torch.func.vmap`` over tasks stays exact.
+running statistics), as the original MAML. It takes stacked parameters too
+(x then (T, N, C, H, W)): one grouped convolution per layer, with the fast
+second derivatives of ``metarl.conv_ops``. With one parameter set its batch
+norm is written with plain tensor ops, so that ``torch.func.vmap`` over tasks
+stays exact.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, distributions, nn
+
+from metarl import conv_ops
 
 
 class ReLU(nn.Module):
@@ -153,7 +158,12 @@ class Conv4(nn.Module):
         self.head = nn.Linear(self.feature_dim, num_classes)
 
     def forward(self, x: Tensor, features_only: bool = False) -> Tensor:
-        """Logits (N, num_classes), or the head's input features (N, feature_dim)."""
+        """Logits (N, num_classes), or the head's input features (N, feature_dim).
+
+        With stacked parameters (T, ...): x (T, N, C, H, W) -> (T, N, num_classes).
+        """
+        if self.convs[0].weight.dim() == 5:
+            return self._forward_stacked(x, features_only)
         for conv, w, b in zip(self.convs, self.norm_weights, self.norm_biases):
             x = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
             x = F.relu(batch_norm(x, w, b))
@@ -163,6 +173,25 @@ class Conv4(nn.Module):
         if features_only:
             return x
         return F.linear(x, self.head.weight, self.head.bias)
+
+    def _forward_stacked(self, x: Tensor, features_only: bool) -> Tensor:
+        """All tasks in one pass: task t's channels are group t of a grouped convolution,
+        laid out (N, T*C, H, W), so batch norm per channel is per task, and each layer
+        is one call of ``metarl.conv_ops`` (fast second derivatives)."""
+        num_tasks, n = x.shape[:2]
+        h = x.transpose(0, 1).flatten(1, 2)
+        for conv, w, b in zip(self.convs, self.norm_weights, self.norm_biases):
+            h = conv_ops.conv2d(h, conv.weight.flatten(0, 1), conv.bias.flatten(),
+                                conv.stride[0], conv.padding[0], groups=num_tasks)
+            h = conv_ops.batch_norm_relu(h, w.flatten(), b.flatten())
+            if self.pool:
+                h = F.max_pool2d(h, 2)
+        h = h.unflatten(1, (num_tasks, -1))  # (N, T, C, h, w)
+        h = h.flatten(2) if self.pool else h.mean(dim=(3, 4))
+        features = h.transpose(0, 1)  # (T, N, feature_dim)
+        if features_only:
+            return features
+        return linear(features, self.head.weight, self.head.bias)
 
     @staticmethod
     def head_names() -> list[str]:

@@ -161,7 +161,8 @@ def test_shipped_paths_resolve_from_the_repository_root():
 def test_fewshot_config_keys_are_strict():
     with pytest.raises(ConfigError, match=r"unknown config key 'wayz' \(did you mean 'ways'"):
         load_config(data={"kind": "fewshot", "wayz": 5})
-    with pytest.raises(ConfigError, match="'adapt': expected one of 'vmap', 'loop', got 'batch'"):
+    with pytest.raises(ConfigError,
+                       match="'adapt': expected one of 'grouped', 'vmap', 'loop', got 'batch'"):
         load_config(data={"kind": "fewshot", "adapt": "batch"})
     with pytest.raises(ConfigError, match="'grad_checkpointing': expected true or false"):
         load_config(data={"kind": "fewshot", "grad_checkpointing": "yes"})

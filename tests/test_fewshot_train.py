@@ -54,6 +54,7 @@ def test_loop_adaptation_checkpointing_and_clipping_train(tmp_path, data_dir):
     # run end to end. Recomputing the inner steps repeats the same float32 operations.
     runs = {}
     for name, extra in [("loop", ("adapt=loop",)), ("vmap", ("adapt=vmap",)),
+                        ("grouped", ("adapt=grouped",)),
                         ("plain", ("inner_steps=2", "grad_clip=0.5")),
                         ("recompute", ("inner_steps=2", "grad_clip=0.5",
                                        "grad_checkpointing=true"))]:
@@ -64,6 +65,7 @@ def test_loop_adaptation_checkpointing_and_clipping_train(tmp_path, data_dir):
     for k, v in runs["vmap"].items():
         if ".convs." not in f".{k}" or not k.endswith(".bias"):
             torch.testing.assert_close(runs["loop"][k], v, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(runs["grouped"][k], v, rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(runs["vmap"][k], runs["plain"][k]) for k in runs["vmap"])
     for k, v in runs["plain"].items():
         torch.testing.assert_close(runs["recompute"][k], v, rtol=1e-6, atol=1e-7)

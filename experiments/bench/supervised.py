@@ -6,15 +6,21 @@ over tasks, (c) a plain Python loop over tasks with ``torch.autograd.grad``. All
 compute the same second-order MAML meta-gradient (checked here too).
 
 Omniglot 5-way 1-shot, Conv4 (64 strided filters), meta-batch 32, second order:
-metarl's default path (``adapt: vmap``), its ``adapt: loop`` and a plain
-per-task autograd loop, on the same meta-batches (the real data of
+metarl's default path (``adapt: grouped``), its ``adapt: vmap`` and ``loop``, and a
+plain per-task autograd loop, on the same meta-batches (the real data of
 ``omniglot-small-5w1s.yaml`` when present, else random images: the time does
 not depend on the pixels); then peak memory with and without gradient
 checkpointing for 5 and 10 inner steps. Each measurement runs in its own
 process, one after the other, so that its peak memory is its own: peak RSS
 (``resource.getrusage(...).ru_maxrss``) above the RSS after setup (VmRSS).
 
-    python experiments/bench/supervised.py [--task sinusoid|omniglot|all] [--threads 1]
+Omniglot 20-way 1-shot (``--task omniglot20``, the paper's 5 inner steps, meta-batch
+16): the default path (``adapt: grouped``, ``metarl.conv_ops``) against the
+default before it (vmap) and the loop, and against the floor: the FLOPs of the
+convolutions at this machine's grouped-conv forward rate at the same shapes,
+and at its matmul rate.
+
+    python experiments/bench/supervised.py [--task sinusoid|omniglot|omniglot20|all] [--threads 1]
 """
 
 from __future__ import annotations
@@ -178,25 +184,26 @@ def omniglot_bench(args) -> None:
     small = [tuple(t[:4].double() if t.is_floating_point() else t[:4] for t in part)
              for part in batches[0]]
     reference = conv_meta_step("per-task loop", model, params, *small, config)
-    for path in ("metarl vmap", "metarl loop"):  # same meta-gradient, float64
+    for path in ("metarl grouped", "metarl vmap", "metarl loop"):  # same meta-gradient, float64
         for a, b in zip(conv_meta_step(path, model, params, *small, config), reference):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
     times = {}
-    for path in ("metarl vmap", "metarl loop", "per-task loop"):
+    for path in ("metarl grouped", "metarl vmap", "metarl loop", "per-task loop"):
         times[path] = in_child(path, config, batches, args.threads)
         seconds, grown, peak = times[path]
         print(f"  {path:15s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
               f"({peak:.0f} MB in all)", flush=True)
     loop = times["per-task loop"][0]
-    print(f"  speed-up over the per-task loop: vmap {loop / times['metarl vmap'][0]:.2f}x, "
-          f"metarl loop {loop / times['metarl loop'][0]:.2f}x")
-    print("Gradient checkpointing of the inner steps (metarl vmap, "
+    ratios = [f"{path.split()[-1]} {loop / times[path][0]:.2f}x" for path in times
+              if path != "per-task loop"]
+    print("  speed-up over the per-task loop: " + ", ".join(ratios))
+    print("Gradient checkpointing of the inner steps (metarl grouped, "
           f"{args.memory_iterations} iterations each):")
     for steps in (5, 10):
         deep = load_config("experiments/configs/omniglot-small-5w1s.yaml",
                            [f"inner_steps={steps}"])
         for checkpointing in (False, True):
-            seconds, grown, peak = in_child("metarl vmap", deep,
+            seconds, grown, peak = in_child("metarl grouped", deep,
                                             batches[:args.memory_iterations + 1], args.threads,
                                             checkpointing)
             print(f"  {steps:2d} steps, checkpointing {'on ' if checkpointing else 'off'}  "
@@ -204,9 +211,71 @@ def omniglot_bench(args) -> None:
                   f"({peak:.0f} MB in all)", flush=True)
 
 
+def conv_floor(config, threads: int) -> tuple[float, float, float]:
+    """(GFLOP of one meta-iteration's convolutions, seconds at this machine's grouped-conv
+    forward rate at the same shapes, seconds at its 1024^3 matmul rate).
+
+    Per image and layer, a second-order meta-iteration with K inner steps runs
+    9K + 3 forward-sized convolutions (K inner forwards with weight and input gradients,
+    the query's forward and backward, and per inner step the double backward's four and
+    the backward through its forward), 4K + 2 for the first layer, whose input (the
+    images) needs no gradient.
+    """
+    torch.set_num_threads(threads)
+    steps, tasks, images = config.inner_steps, config.meta_batch_size, config.ways * config.shots
+    total = at_conv_rate = 0.0
+    channels, size = 1, config.image_size
+    for layer in range(4):
+        out = (size + 1) // 2
+        flops = 2 * config.filters * channels * 9 * out * out * images * tasks
+        count = 4 * steps + 2 if layer == 0 else 9 * steps + 3
+        x = torch.randn(images, tasks * channels, size, size)
+        w = torch.randn(tasks * config.filters, channels, 3, 3)
+        seconds = timed(lambda x=x, w=w: F.conv2d(x, w, None, 2, 1, 1, tasks))
+        total += count * flops
+        at_conv_rate += count * seconds
+        channels, size = config.filters, out
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    matmul_rate = 2 * 1024**3 / timed(lambda: a @ b)
+    return total / 1e9, at_conv_rate, total / matmul_rate
+
+
+def timed(fn, repeats: int = 20) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def omniglot20_bench(args) -> None:
+    """The paper's 20-way 1-shot step: Conv4 5 second-order inner steps, meta-batch 16."""
+    config = load_config("experiments/configs/omniglot-small-20w1s.yaml")
+    batches, source = omniglot_batches(config, args.conv_iterations + 1)
+    print(f"Omniglot {config.ways}-way {config.shots}-shot, Conv4 {config.filters} strided "
+          f"filters, meta-batch {config.meta_batch_size}, {config.inner_steps} second-order "
+          f"inner steps, {args.conv_iterations} iterations, {args.threads} threads, "
+          f"data: {source}")
+    times = {}
+    for path in ("metarl grouped", "metarl vmap", "metarl loop"):
+        times[path] = in_child(path, config, batches, args.threads)
+        seconds, grown, peak = times[path]
+        print(f"  {path:15s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
+              f"({peak:.0f} MB in all)", flush=True)
+    new, old = times["metarl grouped"][0], times["metarl vmap"][0]
+    gflop, at_conv_rate, at_matmul_rate = conv_floor(config, args.threads)
+    print(f"  grouped (default) against vmap (the default before): {old / new:.2f}x faster")
+    print(f"  convolution work: {gflop:.1f} GFLOP per iteration; at this machine's grouped-conv "
+          f"forward rate at these shapes {at_conv_rate:.3f} s, at its matmul rate "
+          f"({gflop / at_matmul_rate:.0f} GFLOP/s) {at_matmul_rate:.3f} s")
+    print(f"  grouped takes {new / at_conv_rate:.2f}x the conv-rate floor, "
+          f"{new / at_matmul_rate:.2f}x the matmul floor")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["sinusoid", "omniglot", "all"], default="all")
+    parser.add_argument("--task", choices=["sinusoid", "omniglot", "omniglot20", "all"],
+                        default="all")
     parser.add_argument("--iterations", type=int, default=200, help="sinusoid iterations")
     parser.add_argument("--meta-batch", type=int, default=25, help="sinusoid meta-batch")
     parser.add_argument("--conv-iterations", type=int, default=10,
@@ -220,6 +289,8 @@ def main() -> None:
         sinusoid_bench(args)
     if args.task in ("omniglot", "all"):
         omniglot_bench(args)
+    if args.task in ("omniglot20", "all"):
+        omniglot20_bench(args)
 
 
 if __name__ == "__main__":

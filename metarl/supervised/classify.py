@@ -1,20 +1,21 @@
-"""Per-task classification losses for models that take one parameter set (Conv4).
+"""Per-task classification losses for Conv4 on stacked parameters.
 
 ``metarl.supervised.meta_step`` adapts *stacked* parameters (leading dim T)
-with one ``autograd.grad`` of the summed task losses. Conv4 cannot take
-stacked parameters itself, so the task loss evaluates the T tasks either
+with one ``autograd.grad`` of the summed task losses. The task loss evaluates
+the T tasks by one of three equivalent modes:
 
-- ``vmap``: ``torch.func.vmap`` of the one-task forward over (params, images),
-  one batched (grouped) convolution per layer for all tasks; or
+- ``grouped`` (default): Conv4's own stacked forward, one grouped convolution
+  per layer (task t = group t) with the fast second derivatives of
+  ``metarl.conv_ops``;
+- ``vmap``: ``torch.func.vmap`` of the one-task forward over (params, images);
 - ``loop``: a Python loop over tasks, T small forward passes.
 
-Both give the same gradients as adapting each task separately (tested on
-Conv4 with its batch norm). Measured (``experiments/bench/supervised.py``, 1
-thread): Omniglot 5-way 1-shot, meta-batch 32, second order: vmap 0.58 s per
-meta-iteration, loop 0.94 s, a plain per-task autograd loop 0.89 s, so vmap is
-the default. With few large tasks (MiniImageNet 5-way 1-shot, 4 tasks of 80
-images, one inner step) the loop wins: 7.2 s against 9.0 s for vmap, which the
-MiniImageNet configs select.
+All give the same gradients as adapting each task separately (tested on Conv4
+with its batch norm, float64). Measured (``experiments/bench/supervised.py``, 1
+thread), Omniglot 20-way 1-shot, meta-batch 16, 5 second-order steps: grouped
+1.77 s per meta-iteration, vmap 2.86 s, loop 2.84 s, and grouped needs half
+vmap's memory. MiniImageNet's configs (few, large tasks) keep the loop, which
+measured faster than vmap there.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from torch import Tensor, nn
 
 from metarl.functional import Params, call, vmap_call
 
-ADAPT_MODES = ("vmap", "loop")
+ADAPT_MODES = ("grouped", "vmap", "loop")
 
 
-def task_logits(model: nn.Module, params: Params, x: Tensor, mode: str = "vmap") -> Tensor:
+def task_logits(model: nn.Module, params: Params, x: Tensor, mode: str = "grouped") -> Tensor:
     """Logits of every task with its own parameters.
 
     params: stacked (T, ...); x: (T, n, channels, H, W) -> (T, n, classes).
     Batch norm uses each task's own batch statistics in both modes.
     """
+    if mode == "grouped":
+        return call(model, params, x)
     if mode == "vmap":
         return vmap_call(model, params, x)
     if mode == "loop":
@@ -56,7 +59,7 @@ def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
     return (logits.argmax(dim=-1) == labels).float().mean(dim=1)
 
 
-def cross_entropy_loss(mode: str = "vmap"):
+def cross_entropy_loss(mode: str = "grouped"):
     """A ``meta_step.TaskLoss``: (model, stacked params, (x, y)) -> loss per task (T,)."""
     if mode not in ADAPT_MODES:
         raise ValueError(f"adapt mode must be one of {ADAPT_MODES}, got {mode!r}")

@@ -42,7 +42,8 @@ def build_learner(config) -> tuple[torch.nn.Module, MetaSGDRates | None]:
     if config.method == "metasgd":
         return model, MetaSGDRates(model, config.inner_lr)
     if config.method == "tamaml":
-        per_task = config.adapt if config.kind == "fewshot" else None  # Conv4: vmap or loop
+        # Conv4 runs stacked parameters natively ("grouped") or per task (vmap, loop).
+        per_task = config.adapt if config.kind == "fewshot" and config.adapt != "grouped" else None
         return model, TaskRates(model, config.inner_lr, per_task)
     return model, None
 
