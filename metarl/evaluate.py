@@ -50,6 +50,9 @@ def with_inner_lr(config, inner_lr: float | None):
     if getattr(config, "method", None) == "metasgd":
         raise ConfigError("a Meta-SGD run adapts with its learned rates: use --later-factor "
                          "to scale the steps after the first, not --inner-lr")
+    if getattr(config, "learned_step_rates", False):
+        raise ConfigError("a run with learned per-step rates (MAML++) adapts with them, "
+                          "not --inner-lr")
     return dataclasses.replace(config, inner_lr=inner_lr)
 
 

@@ -97,11 +97,36 @@ class FewshotConfig:
     adapt: Literal["grouped", "vmap", "loop"] = spec(
         "grouped", doc="tasks of a meta-batch: one grouped convolution per layer with fast "
         "second derivatives (measured fastest), torch.func.vmap, or a Python loop")
+    # MAML++ (Antoniou et al. 2019), each on its own; with method maml: metarl.meta.maml_plus_plus
+    multi_step_loss_iterations: int = spec(0, low=0, doc="MAML++: query loss after every inner "
+                                           "step, annealed to the last over this many "
+                                           "iterations (0: off)")
+    per_step_batch_norm: bool = spec(False, doc="MAML++: batch-norm weights and biases per "
+                                     "inner step, meta-learned, not adapted")
+    learned_step_rates: bool = spec(False, doc="MAML++ (LSLR): a learned inner rate per "
+                                    "parameter tensor and step")
+    first_order_iterations: int = spec(0, low=0, doc="MAML++: first order for this many "
+                                       "iterations, then second order")
+    outer_lr_schedule: Literal["constant", "cosine"] = spec(
+        "constant", doc="cosine: anneal outer_lr to min_outer_lr over the iterations (MAML++)")
+    min_outer_lr: float = spec(1e-5, low=0)
     checkpoint_every: int = spec(1000, low=1)
     log_every: int = spec(100, low=1)
     time_limit_minutes: float | None = time_limit_spec()
 
+    def maml_plus_plus(self) -> bool:
+        """Whether any MAML++ option that changes the meta-objective is on."""
+        return bool(self.multi_step_loss_iterations or self.per_step_batch_norm
+                    or self.learned_step_rates or self.first_order_iterations)
+
     def validate(self) -> None:
+        if self.maml_plus_plus() and self.method != "maml":
+            raise ConfigError("config keys multi_step_loss_iterations, per_step_batch_norm, "
+                              "learned_step_rates, first_order_iterations are MAML++ options "
+                              f"for method maml, got method {self.method!r}")
+        if self.maml_plus_plus() and self.grad_checkpointing:
+            raise ConfigError("config key 'grad_checkpointing' is not implemented with the "
+                              "MAML++ options")
         if self.dataset == "miniimagenet" and self.rotations:
             raise ConfigError("config key 'rotations': the rotation augmentation is for Omniglot; "
                               "use null or false with dataset: miniimagenet")

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from metarl.evaluate import load_run, mean_ci95, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
-from metarl.meta import adapt
+from metarl.meta import StepParams, adapt
 from metarl.supervised.classify import (
     accuracy_per_task,
     cross_entropy_loss,
@@ -36,20 +36,28 @@ def adaptation_curves(model: nn.Module, rates, config, support, query,
     support, query: (x (T, n, c, H, W), y (T, n)). Steps are taken one at a
     time without a second-order graph (the values are the same).
     """
-    params = detach_params(expand_params(params_of(model), support[0].shape[0]))
-    rates_per_step, inner_names = test_time_rates(config, model, rates, params, support[0],
-                                                  steps, later_factor)
+    num_tasks = support[0].shape[0]
+    params = detach_params(expand_params(params_of(model), num_tasks))
+    if isinstance(rates, StepParams):  # MAML++: per-step rates and batch norm
+        params = {k: params[k] for k in rates.inner_names}
+        rates_per_step, norms = rates.test_time(config.inner_lr, steps, num_tasks, later_factor)
+        inner_names = None
+    else:
+        rates_per_step, inner_names = test_time_rates(config, model, rates, params, support[0],
+                                                      steps, later_factor)
+        norms = [{}] * max(steps, 1)
     task_loss = cross_entropy_loss(config.adapt)
     accuracy, loss = [], []
     for step in range(steps + 1):
         if step > 0:
             with torch.enable_grad():
                 params = {k: v.requires_grad_() for k, v in params.items()}
-                params = detach_params(adapt(lambda p, b: task_loss(model, p, b).sum(), params,
-                                             support, rates_per_step[step - 1], 1, True,
-                                             inner_names))
+                step_loss = lambda p, b, n=norms[step - 1]: task_loss(model, {**p, **n}, b).sum()  # noqa: E731
+                params = detach_params(adapt(step_loss, params, support,
+                                             rates_per_step[step - 1], 1, True, inner_names))
         with torch.no_grad():
-            logits = task_logits(model, params, query[0], config.adapt)
+            logits = task_logits(model, {**params, **norms[max(step - 1, 0)]}, query[0],
+                                 config.adapt)
             accuracy.append(accuracy_per_task(logits, query[1]).cpu().numpy())
             loss.append(cross_entropy_per_task(logits, query[1]).cpu().numpy())
     return np.stack(accuracy, axis=1), np.stack(loss, axis=1)

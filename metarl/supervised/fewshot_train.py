@@ -22,6 +22,7 @@ import torch
 
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
+from metarl.meta.maml_plus_plus import multi_step_loss, outer_lr_at, step_loss_weights
 from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised.classify import cross_entropy_loss
 from metarl.supervised.datasets import load_classes
@@ -36,11 +37,19 @@ def sample_tasks(rng: np.random.Generator, images, config, num_tasks: int):
     return sample_fewshot(rng, images, num_tasks, config.ways, config.shots, config.query_shots)
 
 
-def meta_gradient(config, model, rates, params, support, query,
-                  weight: float = 1.0) -> torch.Tensor:
+def meta_gradient(config, model, rates, params, support, query, weight: float = 1.0,
+                  iteration: int = 0) -> torch.Tensor:
     """Put ``weight`` times the meta-gradient of one meta-batch in ``.grad``; returns
-    the query loss after adaptation (detached, not weighted)."""
+    the query loss after adaptation (detached, not weighted; MAML++'s multi-step
+    loss: its weighted sum). ``iteration`` sets MAML++'s annealed schedules."""
     task_loss = cross_entropy_loss(config.adapt)
+    if config.maml_plus_plus():
+        weights = step_loss_weights(config.inner_steps, iteration,
+                                    config.multi_step_loss_iterations)
+        loss = multi_step_loss(model, task_loss, params, support, query, config.inner_lr,
+                               weights, rates, iteration < config.first_order_iterations)
+        (weight * loss).backward()
+        return loss.detach()
     if config.method == "reptile":
         grads, loss = reptile_direction(model, task_loss, params, support, query,
                                         config.inner_lr, config.inner_steps)
@@ -89,10 +98,15 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
             batch = sample_tasks(rng, images, config, config.meta_batch_size)
             support, query = to_device(task_block(batch, block), device)
             optimizer.zero_grad(set_to_none=True)
-            loss = meta_gradient(config, model, rates, params_of(model), support, query, weight)
+            loss = meta_gradient(config, model, rates, params_of(model), support, query, weight,
+                                 iteration)
             shard.sum_gradients(meta_modules.parameters())
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(meta_modules.parameters(), config.grad_clip)
+            if config.outer_lr_schedule == "cosine":  # a function of the iteration: resumable
+                for group in optimizer.param_groups:
+                    group["lr"] = outer_lr_at(iteration, config.iterations, config.outer_lr,
+                                              config.min_outer_lr)
             optimizer.step()
 
             since += 1

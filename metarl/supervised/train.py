@@ -18,7 +18,7 @@ import torch
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
-from metarl.meta import MetaSGDRates, TaskRates
+from metarl.meta import MetaSGDRates, StepParams, TaskRates
 from metarl.models import MLP, Conv4
 from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised import sinusoid
@@ -34,13 +34,16 @@ def build_model(config) -> torch.nn.Module:
     return MLP(1, 1, tuple(config.hidden_sizes), config.activation)
 
 
-def build_learner(config) -> tuple[torch.nn.Module, MetaSGDRates | None]:
-    """Model and its learned inner rates (Meta-SGD, task-adaptive MAML; else None);
-    seeded from the run seed."""
+def build_learner(config) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """Model and its learned inner meta-parameters (Meta-SGD's or task-adaptive MAML's
+    rates, MAML++'s per-step ones; else None); seeded from the run seed."""
     torch.manual_seed(config.seed)
     model = build_model(config)
     if config.method == "metasgd":
         return model, MetaSGDRates(model, config.inner_lr)
+    if config.kind == "fewshot" and (config.per_step_batch_norm or config.learned_step_rates):
+        return model, StepParams(model, config.inner_steps, config.inner_lr,
+                                 config.per_step_batch_norm, config.learned_step_rates)
     if config.method == "tamaml":
         # Conv4 runs stacked parameters natively ("grouped") or per task (vmap, loop).
         per_task = config.adapt if config.kind == "fewshot" and config.adapt != "grouped" else None
@@ -63,7 +66,7 @@ class MetaLearner:
     rates, the Adam optimiser over both, and the task generator."""
 
     model: torch.nn.Module
-    rates: MetaSGDRates | TaskRates | None
+    rates: MetaSGDRates | TaskRates | StepParams | None
     modules: torch.nn.ModuleList
     optimizer: torch.optim.Optimizer
     rng: np.random.Generator
