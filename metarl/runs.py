@@ -29,8 +29,9 @@ from metarl.config import ConfigError, load_config, save_config, to_dict
 from metarl.distributed import local_device
 
 # Keys that may change when a run is resumed: they do not change the computation.
+# Bookkeeping, and implementation choices that compute the same (fisher_backend, adapt).
 RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads",
-                  "time_limit_minutes", "eval_episodes", "fisher_backend"}
+                  "time_limit_minutes", "eval_episodes", "fisher_backend", "adapt"}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -81,6 +81,15 @@ def test_resume_gives_the_same_parameters(tmp_path, data_dir):
         assert torch.equal(v, split[k]), k
 
 
+def test_resume_may_switch_the_adapt_mode(tmp_path, data_dir):
+    # The modes compute the same meta-gradient, so a run may continue on a faster one.
+    train(small_config(data_dir, "iterations=20", "adapt=vmap"), tmp_path / "run",
+          progress=False)
+    train(small_config(data_dir, "adapt=grouped"), tmp_path / "run", resume=True,
+          progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 40
+
+
 def test_cli_train_and_evaluate_write_json_csv_png(tmp_path, data_dir, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("kind: fewshot\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from metarl.schema import spec, time_limit_spec
+from metarl.schema import ConfigError, spec, time_limit_spec
 
 
 @dataclass
@@ -15,9 +15,11 @@ class RLConfig:
     kind: Literal["rl"] = "rl"
     env: str = spec("Navigation2D", doc="family name, id metarl/<Name>-v0, or module:Class")
     env_kwargs: dict = field(default_factory=dict)
-    method: Literal["maml", "pretrained", "random", "oracle"] = spec(
-        "maml", doc="maml; or the paper's baselines: pretrained (TRPO on the task distribution), "
-        "random (initialisation only), oracle (task parameters in the observation)")
+    method: Literal["maml", "metasgd", "anil", "pretrained", "random", "oracle"] = spec(
+        "maml", doc="maml; metasgd (learned per-parameter inner rates, meta-learned by TRPO); "
+        "anil (inner step on the policy's last layer only); or the paper's baselines: "
+        "pretrained (TRPO on the task distribution), random (initialisation only), oracle "
+        "(task parameters in the observation)")
     seed: int = spec(0, low=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = spec(1, low=1, doc="torch intra-op threads (small nets: 1 is fastest)")
@@ -70,4 +72,15 @@ class RLConfig:
         pretrained and oracle: one policy trained with TRPO on the task distribution;
         random: no training at all. All are fine-tuned the same way at test time.
         """
-        return self.inner_steps if self.method == "maml" else 0
+        return self.inner_steps if self.method in ("maml", "metasgd", "anil") else 0
+
+    def validate(self) -> None:
+        if self.method == "metasgd" and self.fisher == "adapted":
+            raise ConfigError("config key 'fisher': adapted has no curvature for Meta-SGD's "
+                              "rates; use exact or autograd with method metasgd")
+        if self.method == "metasgd" and self.cg_preconditioner == "kfac":
+            raise ConfigError("config key 'cg_preconditioner': kfac covers the policy's "
+                              "parameters, not Meta-SGD's rates; use none with method metasgd")
+        if self.method in ("metasgd", "anil") and self.fisher_backend == "structured":
+            raise ConfigError(f"config key 'fisher_backend': structured covers MAML's "
+                              f"adaptation, not method {self.method}; use auto or autograd")

@@ -17,22 +17,27 @@ from torch import nn
 from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.rl.adaptation import inner_step
+from metarl.rl.fisher import inner_names_of
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
 
 
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
-                     steps: int, seed: int, later_factor: float = 0.5):
+                     steps: int, seed: int, later_factor: float = 0.5,
+                     rates: dict | None = None):
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
-    held-out tasks: the stacked parameters (T, ...) each step's episodes were run with."""
+    held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
+
+    rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``."""
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(rng, num_tasks)
     env = family.make_vector_env(tasks, episodes)
     generator = torch.Generator().manual_seed(seed)
     loss = inner_loss(config.inner_objective)
     params = detach_params(expand_params(params_of(policy), num_tasks))
-    rates = step_sizes(config.inner_lr, steps, later_factor)
+    rates = step_sizes(rates or config.inner_lr, steps, later_factor)
+    inner_names = inner_names_of(policy, config)
     try:
         for step in range(steps + 1):
             episodes_k = rollout(env, policy, params, config.horizon,
@@ -41,18 +46,24 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
             if step == steps:
                 break
             adv = advantages(episodes_k, config.gamma, config.gae_lambda)
-            params = inner_step(policy, params, episodes_k, adv, loss, rates[step])
+            params = inner_step(policy, params, episodes_k, adv, loss, rates[step], inner_names)
     finally:
         env.close()
 
 
 def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
-                       steps: int, seed: int, later_factor: float = 0.5) -> np.ndarray:
+                       steps: int, seed: int, later_factor: float = 0.5,
+                       rates: dict | None = None) -> np.ndarray:
     """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
     returns = [episodes_k.returns().mean(dim=1).cpu().numpy() for _, _, episodes_k in
                adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed,
-                                later_factor)]
+                                later_factor, rates)]
     return np.stack(returns, axis=1)
+
+
+def inner_rates(state: dict) -> dict | None:
+    """A checkpoint's learned inner rates by parameter name (Meta-SGD), else None."""
+    return state.get("inner_rates")
 
 
 def load_policy(run_dir: str | Path, family, checkpoint: str):
@@ -80,12 +91,13 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
     if episodes is None:
         episodes = config.eval_episodes or config.episodes_per_task
     per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
-                                  later_factor)
+                                  later_factor, inner_rates(state))
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
             "tasks": num_tasks, "episodes": episodes, "seed": seed, "metric": "return",
-            "step_sizes": step_sizes(config.inner_lr, steps, later_factor),
+            "step_sizes": (step_sizes(config.inner_lr, steps, later_factor)
+                           if inner_rates(state) is None else "learned (Meta-SGD)"),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
                       "ci95": [c for _, c in stats]},
             "per_task": per_task.tolist()}

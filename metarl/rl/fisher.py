@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, distributions, nn
 
 from metarl.functional import Params, call, detach_params, expand_params, flatten, unflatten
-from metarl.rl.adaptation import TrainBatches, inner_iterates
+from metarl.rl.adaptation import RATE_PREFIX, TrainBatches, inner_iterates, split_rates
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
 from metarl.rl.mlp_fisher import Buffers, InnerHessian, MLPLayout, PolicyFisher, mlp_layout
@@ -52,9 +52,25 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
                     rewards=episodes.rewards[:, :keep], mask=episodes.mask[:, :keep])
 
 
+def inner_names_of(policy: nn.Module, config) -> list[str] | None:
+    """The parameters the inner step adapts: ANIL the mean network's last layer, else all."""
+    if config.method != "anil":
+        return None
+    names = [k for k, _ in policy.named_parameters() if k.startswith("mean.") or
+             k.startswith("logits.")]
+    last = names[-1].rsplit(".", 1)[0]
+    return [k for k in names if k.rsplit(".", 1)[0] == last]
+
+
 def structured_layout(policy: nn.Module, config) -> MLPLayout | None:
     """The policy's layout when the config's products and gradients are to be structured
-    (``fisher_backend``), else None; a clear error if it asks for what cannot be."""
+    (``fisher_backend``), else None; a clear error if it asks for what cannot be.
+    Meta-SGD and ANIL take the autograd backend."""
+    if config.method in ("metasgd", "anil"):
+        if config.fisher_backend == "structured":
+            raise ValueError(f"fisher_backend: structured covers MAML's adaptation, not "
+                             f"method {config.method}; use fisher_backend: auto or autograd")
+        return None
     layout = mlp_layout(policy)
     if config.fisher_backend == "structured" and layout is None:
         raise ValueError(f"fisher_backend: structured supports metarl's MLP policies, not "
@@ -95,7 +111,8 @@ def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
     with torch.no_grad():
         old_dist = call(policy, iterates[-1], valid.obs)
     return autograd_product(policy, meta_params, train, inner_loss(config.inner_objective),
-                            config.inner_lr, config.first_order, valid, old_dist, iterates)
+                            config.inner_lr, config.first_order, valid, old_dist, iterates,
+                            inner_names_of(policy, config))
 
 
 class StructuredCurvature:
@@ -163,6 +180,7 @@ def autograd_product(
     valid: Episodes,
     old_dist: distributions.Distribution,
     iterates: list[dict[str, Tensor]] | None = None,
+    inner_names=None,
 ) -> FisherProduct:
     """J^T F' J by double backward, for any model (J = I when ``first_order``).
 
@@ -173,33 +191,61 @@ def autograd_product(
     pass the iterates of the full adaptation: the inner Hessians are then estimated
     on the subsample but taken where the adaptation really went, and the KL's
     Hessian is taken at ``old_dist``'s parameters, where it is the Fisher matrix.
+
+    Per inner step theta_{k+1} = theta_k - R g_k(theta_k), so
+    J_k (u, a) = (u - R H_k u - g_k a, a): R is lr (MAML), lr on ``inner_names``
+    only (ANIL), or Meta-SGD's rates (elementwise), whose directions a enter through
+    the step's gradient g_k; J_k^T (w, b) = (w - H_k R w, b - sum over tasks g_k w).
     """
-    names = list(meta_params)
+    policy_params, rate = split_rates(meta_params, inner_lr)
+    names = list(policy_params)
+    learned = isinstance(rate, Mapping)
     num_tasks = valid.num_tasks
     if iterates is None:
-        iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr, num_tasks)
+        iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr, num_tasks,
+                                  inner_names)
     if len(iterates) != len(train) + 1:
         raise ValueError(f"need {len(train) + 1} adaptation iterates, got {len(iterates)}")
-    steps = []  # per inner step: (point leaves, their inner-loss gradient graph)
-    for (episodes, adv), point in zip([] if first_order else train, iterates):
+    if learned:
+        rates = [rate[k].detach() for k in names]
+    else:
+        rates = [inner_lr if inner_names is None or k in inner_names else 0.0 for k in names]
+    # Per inner step: (point leaves, their inner-loss gradient graph). First order drops
+    # the H_k terms; Meta-SGD's g_k a terms stay.
+    steps = []
+    for (episodes, adv), point in zip([] if first_order and not learned else train, iterates):
         leaves = [point[k].detach().clone().requires_grad_() for k in names]
         loss = inner_loss(policy, dict(zip(names, leaves)), episodes, adv)
-        grads = list(torch.autograd.grad(loss, leaves, create_graph=True))
+        grads = list(torch.autograd.grad(loss, leaves, create_graph=not first_order))
         steps.append((leaves, grads))
     final, kl_grads = _kl_hessian(policy, iterates[-1], valid, old_dist)
     like = detach_params(meta_params)
 
-    def jacobian_step(leaves, grads, vectors):  # (I - lr H_k) u; H_k symmetric
-        return [u - inner_lr * h for u, h in zip(vectors, _hvp(grads, leaves, vectors))]
+    def forward_step(leaves, grads, u, a):  # J_k (u, a), the policy part
+        if not first_order:
+            u = [ui - r * h for ui, r, h in zip(u, rates, _hvp(grads, leaves, u))]
+        if learned:
+            u = [ui - g.detach() * ai for ui, g, ai in zip(u, grads, a)]
+        return u
+
+    def transpose_step(leaves, grads, w, b):  # J_k^T (w, b)
+        if learned:
+            b = [bi - (g.detach() * wi).sum(dim=0) for bi, g, wi in zip(b, grads, w)]
+        if not first_order:
+            h = _hvp(grads, leaves, [r * wi for r, wi in zip(rates, w)])
+            w = [wi - hi for wi, hi in zip(w, h)]
+        return w, b
 
     def product(vector: Tensor) -> Tensor:
-        u = [t.contiguous() for t in expand_params(unflatten(vector, like), num_tasks).values()]
+        v = unflatten(vector, like)
+        u = [t.contiguous() for t in expand_params({k: v[k] for k in names}, num_tasks).values()]
+        a = [v[RATE_PREFIX + k] for k in names] if learned else []
         for leaves, grads in steps:
-            u = jacobian_step(leaves, grads, u)
-        w = _hvp(kl_grads, final, u)
+            u = forward_step(leaves, grads, u, a)
+        w, b = _hvp(kl_grads, final, u), [torch.zeros_like(ai) for ai in a]
         for leaves, grads in reversed(steps):
-            w = jacobian_step(leaves, grads, w)
-        return flatten([t.sum(dim=0) for t in w]).detach()
+            w, b = transpose_step(leaves, grads, w, b)
+        return flatten([t.sum(dim=0) for t in w] + b).detach()
 
     return product
 

@@ -22,10 +22,22 @@ from torch import Tensor, nn
 
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import Params, call, detach_params, expand_params, flatten, params_of
-from metarl.rl.adaptation import TrainBatches, adapt_through, inner_iterates, inner_step
+from metarl.rl.adaptation import (
+    TrainBatches,
+    adapt_through,
+    inner_iterates,
+    inner_step,
+    split_rates,
+    with_rates,
+)
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes, TaskEnv
-from metarl.rl.fisher import StructuredCurvature, make_fisher_product, structured_layout
+from metarl.rl.fisher import (
+    StructuredCurvature,
+    inner_names_of,
+    make_fisher_product,
+    structured_layout,
+)
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.mlp_fisher import Buffers, PolicyFisher, mlp_layout
@@ -66,15 +78,17 @@ class MetaBatch:
 
 
 def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[int],
-                      generator: torch.Generator,
-                      shard: Shard = SINGLE_PROCESS) -> tuple[MetaBatch, dict[str, float]]:
+                      generator: torch.Generator, shard: Shard = SINGLE_PROCESS,
+                      rates: Params | None = None) -> tuple[MetaBatch, dict[str, float]]:
     """Roll out and adapt on every task of ``env``; returns the batch and its statistics.
 
     env_seeds: one env reset seed per rollout (``config.training_inner_steps`` + 1).
+    rates: Meta-SGD's learned inner rates by parameter name (else ``config.inner_lr``).
     shard: with several processes, ``env`` holds this process's block of the
     ``config.meta_batch_size`` tasks; the statistics are over all of them.
     """
     loss = inner_loss(config.inner_objective)
+    rate, inner_names = rates or config.inner_lr, inner_names_of(policy, config)
     stats: dict[str, float] = {"time/sampling": 0.0, "time/adaptation": 0.0}
     block, first_env = None, 0
     if shard.world_size > 1:
@@ -98,7 +112,7 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
         tick = time.perf_counter()
         # One step from the current constants equals the whole chain from the
         # meta-parameters that the TRPO closures differentiate.
-        params = inner_step(policy, params, episodes, adv, loss, config.inner_lr)
+        params = inner_step(policy, params, episodes, adv, loss, rate, inner_names)
         iterates.append(params)
         stats["time/adaptation"] += time.perf_counter() - tick
     with torch.no_grad():
@@ -111,9 +125,10 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
     return MetaBatch(train, iterates, episodes, adv, old_log_probs), stats
 
 
-def meta_update(policy: nn.Module, batch: MetaBatch, config,
-                shard: Shard = SINGLE_PROCESS) -> dict[str, float]:
-    """TRPO step on the policy's meta-parameters (written into the module).
+def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SINGLE_PROCESS,
+                rates: nn.Module | None = None) -> dict[str, float]:
+    """TRPO step on the policy's meta-parameters (written into the module), and on
+    Meta-SGD's ``rates`` (a ``metarl.meta.MetaSGDRates``) with them.
 
     With several processes, every mean over this process's tasks (losses, KLs,
     gradients, Fisher products, K-FAC factors) is pooled into the mean over the
@@ -121,15 +136,19 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
     """
     check_trpo_arguments(config.max_kl, config.line_search_ratio, config.line_search_steps)
     pool = shard.pooled(config.meta_batch_size)
-    meta_params = detach_params(params_of(policy))
+    meta_params = params_of(policy)
+    if rates is not None:
+        meta_params = with_rates(meta_params, rates.as_dict())
+    meta_params = detach_params(meta_params)
     valid, num_tasks = batch.valid, batch.valid.num_tasks
     loss, lr = inner_loss(config.inner_objective), config.inner_lr
+    inner_names = inner_names_of(policy, config)
     with torch.no_grad():
         old_dist = call(policy, batch.valid_params, valid.obs)
 
     def adapted(params: Params) -> Params:
         return adapt_through(policy, params, batch.train, loss, lr, config.first_order,
-                             num_tasks)
+                             num_tasks, inner_names)
 
     def surrogate_through_adaptation(params: Params) -> Tensor:
         return surrogate_loss(policy, adapted(params), valid, batch.valid_advantages,
@@ -139,7 +158,8 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
         return mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
-        last = inner_iterates(policy, params, batch.train, loss, lr, num_tasks)[-1]
+        last = inner_iterates(policy, params, batch.train, loss, lr, num_tasks,
+                              inner_names)[-1]
         with torch.no_grad():
             dist = call(policy, last, valid.obs)
             values = torch.stack([
@@ -188,9 +208,12 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config,
                                        loss_before, config.max_kl, config.line_search_ratio,
                                        config.line_search_steps)
     timing["time/line_search"] = time.perf_counter() - tick
+    policy_params, new_rates = split_rates(new_params, lr)
     with torch.no_grad():
         for name, p in policy.named_parameters():
-            p.copy_(new_params[name])
+            p.copy_(policy_params[name])
+        for name, p in (rates.as_dict().items() if rates is not None else ()):
+            p.copy_(new_rates[name])
     return {"surrogate/before": loss_before, "surrogate/after": info["loss_after"],
             "trpo/kl": info["kl"], "trpo/line_search_steps": info["backtracks"],
             "trpo/accepted": float(info["accepted"]), **timing}

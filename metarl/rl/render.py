@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metarl.functional import call, select_task
-from metarl.rl.evaluate import adapted_rollouts, load_policy
+from metarl.rl.evaluate import adapted_rollouts, inner_rates, load_policy
 
 
 class RenderError(RuntimeError):
@@ -83,7 +83,8 @@ def render_adaptation(run_dir: str | Path, family, out: str | Path, num_tasks: i
         raise RenderError(f"video path must end in .gif or .mp4, got {out}")
     config, state, policy = load_policy(run_dir, family, checkpoint)
     episodes = config.eval_episodes or config.episodes_per_task
-    adapted = list(adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed))
+    adapted = list(adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed,
+                                    rates=inner_rates(state)))
     tasks = adapted[0][0]
     rows = []
     for t, task in enumerate(tasks):

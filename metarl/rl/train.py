@@ -18,7 +18,8 @@ import torch
 
 from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
-from metarl.functional import params_of
+from metarl.functional import detach_params, params_of
+from metarl.meta import MetaSGDRates
 from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
@@ -56,18 +57,28 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
     env = make_env(family, config, np.random.default_rng([config.seed, 1]), shard)
     policy = build_policy(config, env.single_observation_space, env.single_action_space)
     policy.to(device)
+    # Meta-SGD: learned inner rates, one per policy parameter, meta-learned with it.
+    rates = MetaSGDRates(policy, config.inner_lr).to(device) if config.method == "metasgd" \
+        else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
     best = -float("inf")
     if run.start_state is not None:
         policy.load_state_dict(run.start_state["model"])
+        if rates is not None:
+            with torch.no_grad():
+                for name, r in rates.as_dict().items():
+                    r.copy_(run.start_state["inner_rates"][name])
         restore_rng(run.start_state["rng"], rng)
         generator.set_state(run.start_state["action_rng"])
         best = run.start_state["best_return"]
 
     def checkpoint(iteration: int, path_best: bool = False) -> None:
         shard.check_identical(params_of(policy))
-        run.save({"iteration": iteration, "model": policy.state_dict(), "rng": rng_state(rng),
-                  "action_rng": generator.get_state(), "best_return": best}, best=path_best)
+        state = {"iteration": iteration, "model": policy.state_dict(), "rng": rng_state(rng),
+                 "action_rng": generator.get_state(), "best_return": best}
+        if rates is not None:
+            state["inner_rates"] = detach_params(rates.as_dict())
+        run.save(state, best=path_best)
 
     metrics: dict[str, float] = {}
     inner_steps = config.training_inner_steps
@@ -78,7 +89,8 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
             env.set_tasks(tasks[shard.tasks(len(tasks))])
             seeds = [int(s) for s in rng.integers(2**31 - 1, size=inner_steps + 1)]
             try:
-                batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard)
+                batch, stats = sample_meta_batch(env, policy, config, seeds, generator, shard,
+                                                 None if rates is None else rates.as_dict())
             except EnvOutputError as err:
                 raise EnvOutputError(f"iteration {iteration + 1}: {err}; the run's last "
                                      "checkpoint stays as it was") from None
@@ -88,7 +100,7 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
                 checkpoint(iteration, path_best=True)
             outer_tick = time.perf_counter()
             if config.method != "random":  # the random baseline keeps its initialisation
-                stats.update(meta_update(policy, batch, config, shard))
+                stats.update(meta_update(policy, batch, config, shard, rates))
             stats["time/outer_step"] = time.perf_counter() - outer_tick
             stats["time/iteration"] = time.perf_counter() - tick
             stats["env_steps_per_second"] = stats.pop("env_steps") / stats["time/sampling"]

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from metarl.plot import plt
-from metarl.rl.evaluate import adapted_rollouts, load_policy
+from metarl.rl.evaluate import adapted_rollouts, inner_rates, load_policy
 
 
 def adaptation_paths(policy, family, config, num_tasks: int, episodes: int, steps: int,
-                     seed: int, later_factor: float = 0.5):
+                     seed: int, later_factor: float = 0.5, rates: dict | None = None):
     """(goals (T, 2), per step k = 0..steps a list over tasks of E paths, each (n_k, 2))."""
     paths, goals = [], None
     for tasks, _, batch in adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
-                                         seed, later_factor):
+                                         seed, later_factor, rates):
         goals = np.stack([np.asarray(t["goal"], dtype=np.float64) for t in tasks])
         obs, mask = batch.obs.cpu().numpy(), batch.mask.cpu().numpy() > 0
         paths.append([[obs[t, e][mask[t, e]] for e in range(obs.shape[1])]
@@ -44,7 +44,7 @@ def plot_trajectories(run_dir: str | Path, family, out: str | Path, num_tasks: i
         raise ValueError(f"trajectories are drawn for Navigation2D runs, {run_dir} is "
                          f"{config.env}")
     goals, paths = adaptation_paths(policy, family, config, num_tasks, episodes, steps, seed,
-                                    later_factor)
+                                    later_factor, inner_rates(state))
     fig, axes = plt.subplots(1, num_tasks, figsize=(3.2 * num_tasks, 3.8), squeeze=False)
     colours = plt.cm.viridis(np.linspace(0.0, 0.85, steps + 1))
     for t, ax in enumerate(axes[0]):
