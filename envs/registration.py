@@ -52,6 +52,10 @@ BUILTIN = {
     "AntGoal": ("envs.mujoco.ant", "AntGoal", "AntGoalVectorEnv", "AntGoalFamily", 200),
 }
 
+# Meta-World (optional extra, ``envs.metaworld``): name -> benchmark; env_kwargs take
+# env_name (ML1), split, seed and vectorization.
+METAWORLD = {"MetaWorldML1": "ML1", "MetaWorldML10": "ML10", "MetaWorldML45": "ML45"}
+
 _ID = re.compile(rf"^{NAMESPACE}/(\w+)-v0$")
 
 
@@ -86,11 +90,16 @@ def get_family(name_or_id: str, **kwargs) -> TaskFamily:
         return _load_user_family(name_or_id, kwargs)
     match = _ID.match(name_or_id)
     name = match.group(1) if match else name_or_id
+    if name in METAWORLD:
+        from envs.metaworld import MetaWorldFamily
+
+        return MetaWorldFamily(METAWORLD[name], **kwargs)
     if name not in BUILTIN:
-        close = difflib.get_close_matches(name, BUILTIN, n=1)
+        known = [*BUILTIN, *METAWORLD]
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(
-            f"unknown task family {name_or_id!r}; {hint}known: {', '.join(BUILTIN)} "
+            f"unknown task family {name_or_id!r}; {hint}known: {', '.join(known)} "
             f"(or their ids {env_id('<Name>')}, or 'module:Class')"
         )
     module, *_, family_cls, _ = BUILTIN[name]

@@ -70,11 +70,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "checkpoint.pt"):
 
 def write_csv(result: dict, path: Path) -> None:
     """One row per (task, step) with that task's metric (RL return, few-shot accuracy)."""
+    success = result.get("per_task_success")  # Meta-World: the share of successful episodes
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", "step", result["metric"]])
+        writer.writerow(["task", "step", result["metric"]] + (["success"] if success else []))
         for task, returns in enumerate(result["per_task"]):
-            writer.writerows([task, step, value] for step, value in enumerate(returns))
+            writer.writerows([task, step, value] + ([success[task][step]] if success else [])
+                             for step, value in enumerate(returns))
 
 
 def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
@@ -98,4 +100,8 @@ def write_result(result: dict, out: str | Path) -> tuple[Path, Path]:
         curves = {result["method"]: result["curve"]}
     plot_curves(curves, png, ylabel=metric_label(result["metric"]),
                 title=f"{name} ({result['method']}), {result['tasks']} held-out tasks")
+    if "success" in result:
+        plot_curves({result["method"]: result["success"]},
+                    out.with_name(out.stem + "-success.png"), ylabel="success rate",
+                    title=f"{name} ({result['method']}), {result['tasks']} held-out tasks")
     return out, png

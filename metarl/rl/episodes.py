@@ -16,13 +16,16 @@ class Episodes:
     obs (T, E, H, obs_dim) in the policy's dtype (float32, float64 for exactness
     checks); actions (T, E, H, act_dim) or (T, E, H) for discrete actions; rewards
     (T, E, H); mask (T, E, H) float, 1 while the episode runs and 0 after it
-    terminated early (those steps are padding).
+    terminated early (those steps are padding); success (T, E) float, 1 where the
+    episode succeeded at some step (envs that report ``info["success"]``, e.g.
+    Meta-World), else None.
     """
 
     obs: Tensor
     actions: Tensor
     rewards: Tensor
     mask: Tensor
+    success: Tensor | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -40,14 +43,17 @@ class Episodes:
         """Undiscounted return of every episode, (T, E)."""
         return (self.rewards * self.mask).sum(dim=-1)
 
+    def _tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
     def to(self, device: torch.device | str) -> Episodes:
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return replace(self, **{k: v.to(device) for k, v in self._tensors().items()})
 
     def double(self) -> Episodes:
         """float64 copy (for finite-difference tests); discrete actions stay integer."""
-        conv = {f.name: getattr(self, f.name) for f in fields(self)}
-        conv = {k: v.double() if v.is_floating_point() else v for k, v in conv.items()}
-        return replace(self, **conv)
+        return replace(self, **{k: v.double() if v.is_floating_point() else v
+                                for k, v in self._tensors().items()})
 
 
 @runtime_checkable

@@ -55,10 +55,38 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
                        steps: int, seed: int, later_factor: float = 0.5,
                        rates: dict | None = None) -> np.ndarray:
     """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
-    returns = [episodes_k.returns().mean(dim=1).cpu().numpy() for _, _, episodes_k in
-               adapted_rollouts(policy, family, config, num_tasks, episodes, steps, seed,
-                                later_factor, rates)]
-    return np.stack(returns, axis=1)
+    return adaptation_curves(policy, family, config, num_tasks, episodes, steps, seed,
+                             later_factor, rates)[0]
+
+
+def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episodes: int,
+                      steps: int, seed: int, later_factor: float = 0.5,
+                      rates: dict | None = None):
+    """(returns, success, tasks): per task after 0..steps inner steps, each
+    (num_tasks, steps + 1); success is the share of successful episodes, None when
+    the env reports no success."""
+    returns, success, tasks = [], [], None
+    for step_tasks, _, episodes_k in adapted_rollouts(policy, family, config, num_tasks,
+                                                      episodes, steps, seed, later_factor,
+                                                      rates):
+        tasks = step_tasks  # the same held-out tasks at every step
+        returns.append(episodes_k.returns().mean(dim=1).cpu().numpy())
+        if episodes_k.success is not None:
+            success.append(episodes_k.success.mean(dim=1).cpu().numpy())
+    return (np.stack(returns, axis=1), np.stack(success, axis=1) if success else None,
+            tasks)
+
+
+def success_summary(success: np.ndarray, tasks: list) -> dict:
+    """Mean success after every step ± 95% interval over tasks, and per class (Meta-World)."""
+    stats = [mean_ci95(success[:, k]) for k in range(success.shape[1])]
+    out = {"steps": list(range(success.shape[1])), "mean": [m for m, _ in stats],
+           "ci95": [c for _, c in stats]}
+    names = [t.get("env_name") for t in tasks]
+    if any(n is not None for n in names):
+        out["per_class"] = {n: success[[i for i, m in enumerate(names) if m == n]]
+                            .mean(axis=0).tolist() for n in sorted(set(names))}
+    return out
 
 
 def inner_rates(state: dict) -> dict | None:
@@ -90,8 +118,8 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
     config = with_inner_lr(config, inner_lr)
     if episodes is None:
         episodes = config.eval_episodes or config.episodes_per_task
-    per_task = adaptation_returns(policy, family, config, num_tasks, episodes, steps, seed,
-                                  later_factor, inner_rates(state))
+    per_task, success, tasks = adaptation_curves(policy, family, config, num_tasks, episodes,
+                                                 steps, seed, later_factor, inner_rates(state))
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
@@ -100,4 +128,6 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
                            if inner_rates(state) is None else "learned (Meta-SGD)"),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
                       "ci95": [c for _, c in stats]},
-            "per_task": per_task.tolist()}
+            "per_task": per_task.tolist(),
+            **({} if success is None else {"success": success_summary(success, tasks),
+                                           "per_task_success": success.tolist()})}

@@ -105,6 +105,8 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
                            generator, block)
         stats["time/sampling"] += time.perf_counter() - tick
         stats[f"return/after_{step}_steps"] = weight * episodes.returns().mean().item()
+        if episodes.success is not None:  # Meta-World: the share of successful episodes
+            stats[f"success/after_{step}_steps"] = weight * episodes.success.mean().item()
         adv = advantages(episodes, config.gamma, config.gae_lambda)
         if step == inner_steps:
             break
@@ -120,7 +122,7 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
     steps = sum(e.mask.sum().item() for e, _ in train) + episodes.mask.sum().item()
     stats["env_steps"] = steps
     if shard.world_size > 1:  # returns: means over all tasks; env steps: the total
-        keys = [k for k in stats if k.startswith("return/")] + ["env_steps"]
+        keys = [k for k in stats if k.startswith(("return/", "success/"))] + ["env_steps"]
         stats.update(zip(keys, shard.sum_floats(*[stats[k] for k in keys])))
     return MetaBatch(train, iterates, episodes, adv, old_log_probs), stats
 

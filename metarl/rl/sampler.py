@@ -126,13 +126,17 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
                              f"{np.shape(obs)[1:]}, its observation_space says "
                              f"{env.single_observation_space.shape}")
     alive = np.ones(env.num_envs, dtype=bool)
+    succeeded, reports_success = np.zeros(env.num_envs, dtype=bool), False
     all_obs, all_actions, all_rewards, all_masks = [], [], [], []
     for _ in range(horizon):
         obs_t = torch.as_tensor(obs, dtype=dtype, device=device)
         obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
         actions = sample_action(call(policy, params, obs_t), generator, block)
-        obs_next, rewards, terminated, truncated, _ = _env_call(
+        obs_next, rewards, terminated, truncated, info = _env_call(
             env, "step", env_actions(actions, env.single_action_space))
+        if "success" in info:  # an episode succeeds if it does at any step
+            reports_success = True
+            succeeded |= alive & (np.asarray(info["success"], dtype=np.float64) > 0)
         mask = torch.as_tensor(alive, dtype=dtype, device=device).view(num_tasks, per_task)
         if not alive.all():  # after an episode's end (held or reset env): zeros, not data
             obs_t, actions = _zero_after_end(obs_t, mask), _zero_after_end(actions, mask)
@@ -149,7 +153,9 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
     def stack(items: list[Tensor]) -> Tensor:
         return torch.stack(items, dim=2).to(device)
 
+    success = (torch.as_tensor(succeeded, dtype=dtype, device=device)
+               .view(num_tasks, per_task) if reports_success else None)
     episodes = Episodes(obs=stack(all_obs), actions=stack(all_actions),
-                        rewards=stack(all_rewards), mask=stack(all_masks))
+                        rewards=stack(all_rewards), mask=stack(all_masks), success=success)
     _check_finite(env, episodes)
     return episodes

@@ -24,6 +24,7 @@ from metarl.models import CategoricalPolicy, GaussianPolicy
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
 from metarl.runs import Run, TrainingLoop, setup_torch
+from metarl.schema import ConfigError
 
 
 def build_policy(config, observation_space, action_space) -> torch.nn.Module:
@@ -51,6 +52,9 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
     it samples and adapts its block of the tasks; only rank 0 writes ``run_dir``.
     """
     shard.tasks(config.meta_batch_size)  # at least one task per process
+    if getattr(family, "split", "train") != "train":  # Meta-World's held-out goals / classes
+        raise ConfigError(f"{family.name}: split {family.split!r} is held out for evaluation; "
+                          "train on split 'train'")
     run = Run(run_dir, config, resume, writes=shard.is_main)
     device = setup_torch(config)
     rng = np.random.default_rng(config.seed)

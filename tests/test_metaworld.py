@@ -1,0 +1,88 @@
+"""Meta-World families (optional extra): splits, seeding, vector env == single envs,
+clear errors, and a MAML-TRPO smoke run with success rates."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from envs.metaworld import MetaWorldFamily, benchmark, split_tasks  # noqa: E402
+from envs.registration import get_family  # noqa: E402
+from metarl.cli import main  # noqa: E402
+
+
+def goals(bench, split):
+    _, by_class = split_tasks(bench, split)
+    return {name: {t.data for t in tasks} for name, tasks in by_class.items()}
+
+
+def test_ml1_train_and_test_goals_are_disjoint_and_seeded():
+    train, test = goals(benchmark("ML1", "reach-v3", 0), "train"), \
+        goals(benchmark("ML1", "reach-v3", 0), "test")
+    assert len(train["reach-v3"]) == len(test["reach-v3"]) == 50
+    assert not train["reach-v3"] & test["reach-v3"]
+    family = MetaWorldFamily("ML1", "reach-v3")
+    first = family.sample_tasks(np.random.default_rng(3), 10)
+    assert first == family.sample_tasks(np.random.default_rng(3), 10)
+    assert len({t["index"] for t in first}) == 10  # no repeats while there are enough goals
+
+
+def test_ml10_test_classes_are_not_training_classes():
+    bench = benchmark("ML10", None, 0)
+    train, test = split_tasks(bench, "train")[0], split_tasks(bench, "test")[0]
+    assert len(train) == 10 and len(test) == 5 and not set(train) & set(test)
+    tasks = MetaWorldFamily("ML10").sample_tasks(np.random.default_rng(0), 20)
+    assert len({t["env_name"] for t in tasks}) > 1  # a meta-batch mixes classes
+
+
+def test_vector_env_steps_like_single_envs():
+    family = MetaWorldFamily("ML1", "push-v3", max_episode_steps=15)
+    tasks = family.sample_tasks(np.random.default_rng(1), 2)
+    venv = family.make_vector_env(tasks, 2)
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(15, 4, 4))
+    obs, _ = venv.reset(seed=10)
+    singles = [family.make_env(t) for t in tasks for _ in range(2)]
+    single_obs = [env.reset(seed=10 + i)[0] for i, env in enumerate(singles)]
+    np.testing.assert_array_equal(obs, np.stack(single_obs))
+    for a in actions:
+        obs, reward, *_ = venv.step(a)
+        steps = [env.step(a[i]) for i, env in enumerate(singles)]
+        np.testing.assert_array_equal(obs, np.stack([s[0] for s in steps]))
+        np.testing.assert_array_equal(reward, [s[1] for s in steps])
+    venv.close()
+
+
+def test_bad_input_gets_one_line_errors():
+    with pytest.raises(ValueError, match="did you mean 'reach-v3'"):
+        get_family("MetaWorldML1", env_name="reech-v3")
+    with pytest.raises(ValueError, match="did you mean 'MetaWorldML45'"):
+        get_family("MetaWorldML44")
+    family = MetaWorldFamily("ML1", "reach-v3")
+    held_out = family.held_out().sample_tasks(np.random.default_rng(0), 1)[0]
+    with pytest.raises(ValueError, match="a test task given to a train-split env"):
+        family.make_env(held_out)
+
+
+def test_maml_trpo_smoke_run_logs_and_evaluates_success(tmp_path, capsys):
+    settings = ["--set", "env=MetaWorldML1", "--set", "env_kwargs={env_name: reach-v3}",
+                "--set", "meta_batch_size=2", "--set", "episodes_per_task=2",
+                "--set", "horizon=20", "--set", "hidden_sizes=[8]", "--set", "iterations=2",
+                "--set", "activation=tanh"]
+    run = tmp_path / "run"
+    assert main(["train", "experiments/configs/navigation-2d.yaml", "--run-dir", str(run),
+                 "--quiet", *settings]) == 0
+    assert main(["evaluate", str(run), "--tasks", "3", "--episodes", "2", "--steps", "1",
+                 "--checkpoint", "checkpoint.pt"]) == 0
+    result = json.loads((run / "evaluation.json").read_text())
+    assert len(result["success"]["mean"]) == 2
+    assert set(result["success"]["per_class"]) == {"reach-v3"}
+    assert (run / "evaluation-success.png").exists()
+    assert "success" in (run / "evaluation.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+    assert main(["train", "experiments/configs/navigation-2d.yaml", "--run-dir",
+                 str(tmp_path / "bad"), "--quiet", *settings,
+                 "--set", "env_kwargs={env_name: reach-v3, split: test}"]) != 0
+    assert "held out for evaluation" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
