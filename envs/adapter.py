@@ -24,7 +24,7 @@ from gymnasium.wrappers import TimeLimit
 
 from envs.base import Task, check_num_tasks
 
-ADAPTER_VECTORIZATIONS = ("sync", "async")
+ADAPTER_VECTORIZATIONS = ("sync", "async", "processes")
 
 
 class _TaskSetter(gym.Wrapper):
@@ -106,6 +106,7 @@ def make_task_vector_env(
     *,
     max_episode_steps: int | None = None,
     vectorization: str = "sync",
+    workers: int = 2,
 ) -> TaskVectorWrapper:
     """Sync or Async vector env of ``len(tasks) * episodes_per_task`` envs from ``env_fn``.
 
@@ -114,7 +115,9 @@ def make_task_vector_env(
         tasks: T task dicts.
         episodes_per_task: E, parallel episodes per task.
         max_episode_steps: time limit added to each env (None: none added).
-        vectorization: ``"sync"`` (one process) or ``"async"`` (one process per env).
+        vectorization: ``"sync"`` (one process), ``"async"`` (one process per env) or
+            ``"processes"`` (``workers`` processes, each a block of envs: ``envs.process_vector``).
+        workers: processes of ``"processes"``.
     """
     if vectorization not in ADAPTER_VECTORIZATIONS:
         raise ValueError(
@@ -130,8 +133,14 @@ def make_task_vector_env(
         for task in tasks
         for _ in range(episodes_per_task)
     ]
-    cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
-    return TaskVectorWrapper(cls(fns), tasks, int(episodes_per_task), max_episode_steps)
+    if vectorization == "processes":
+        from envs.process_vector import BlockVectorEnv
+
+        env = BlockVectorEnv(fns, workers)
+    else:
+        cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+        env = cls(fns)
+    return TaskVectorWrapper(env, tasks, int(episodes_per_task), max_episode_steps)
 
 
 class EnvTaskFamily:

@@ -35,7 +35,7 @@ from gymnasium.vector.utils import batch_space
 
 Task = dict[str, Any]
 
-VECTORIZATIONS = ("native", "sync", "async")
+VECTORIZATIONS = ("native", "sync", "async", "processes")
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -154,12 +155,14 @@ class MetaWorldFamily:
         split: ``"train"`` (training) or ``"test"`` (held-out goals or classes).
         seed: the benchmark's seed.
         max_episode_steps: horizon (at most Meta-World's 500).
-        vectorization: ``"sync"`` (one process) or ``"async"`` (a process per env).
+        vectorization: ``"processes"`` (``workers`` processes, each stepping a block of
+            the envs), ``"sync"`` (one process) or ``"async"`` (a process per env).
+        workers: processes of ``"processes"`` (default: the CPUs this process may use).
     """
 
     def __init__(self, benchmark_name: str = "ML1", env_name: str | None = None,
                  split: str = "train", seed: int = 0, max_episode_steps: int | None = None,
-                 vectorization: str = "sync"):
+                 vectorization: str = "processes", workers: int | None = None):
         if benchmark_name == "ML1" and env_name is None:
             env_name = "reach-v3"
         self.max_episode_steps = HORIZON if max_episode_steps is None else max_episode_steps
@@ -169,6 +172,7 @@ class MetaWorldFamily:
         self.kwargs = {"benchmark_name": benchmark_name, "env_name": env_name,
                        "split": split, "seed": seed}
         self.vectorization = vectorization
+        self.workers = workers or len(os.sched_getaffinity(0))
         _, by_class = split_tasks(benchmark(benchmark_name, env_name, seed), split)
         self.split = split
         self.name = f"MetaWorld{benchmark_name}"
@@ -179,7 +183,7 @@ class MetaWorldFamily:
         """The same benchmark on its test split (what evaluation runs on)."""
         return MetaWorldFamily(**{**self.kwargs, "split": "test"},
                                max_episode_steps=self.max_episode_steps,
-                               vectorization=self.vectorization)
+                               vectorization=self.vectorization, workers=self.workers)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         """``n`` (class, goal) tasks of the split, uniform, without repeats while n allows."""
@@ -195,4 +199,4 @@ class MetaWorldFamily:
         return make_task_vector_env(functools.partial(MetaWorldEnv, None, **self.kwargs),
                                     tasks, episodes_per_task,
                                     max_episode_steps=self.max_episode_steps,
-                                    vectorization=self.vectorization)
+                                    vectorization=self.vectorization, workers=self.workers)

@@ -1,0 +1,90 @@
+"""Sampler throughput on Meta-World ML1, measured in one run (needs the metaworld extra).
+
+(a) ``metarl.rl.sampler.rollout`` on the family's default vector env: ``workers``
+    processes, each stepping a block of the envs (``envs.process_vector``), policy
+    included;
+(b) the same ``rollout`` through one ``SyncVectorEnv`` of the same envs;
+(c) the engine underneath: the same number of simulations of the task's MuJoCo model
+    stepped by ``mujoco.batch.Batch`` (frame skip 5, constant controls, no policy, no
+    Meta-World Python: observations, rewards, mocap), all threads.
+Rates are env steps per second; rounds are interleaved and the best kept.
+
+    python experiments/bench/metaworld_sampler.py --env-name push-v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import mujoco
+import mujoco.batch
+import numpy as np
+import torch
+
+from envs.metaworld import MetaWorldFamily
+from metarl.functional import expand_params, params_of
+from metarl.models import GaussianPolicy
+from metarl.rl.sampler import rollout
+
+
+def rollout_rate(env, policy, params, horizon: int, seed: int) -> float:
+    start = time.perf_counter()
+    episodes = rollout(env, policy, params, horizon, seed, torch.Generator().manual_seed(seed))
+    return episodes.mask.sum().item() / (time.perf_counter() - start)
+
+
+def engine_rate(model: mujoco.MjModel, num_envs: int, horizon: int, threads: int) -> float:
+    batch = mujoco.batch.Batch(model, num_envs, nthread=threads)
+    batch.reset()
+    controls = np.zeros((num_envs, 5 * horizon, model.nu))
+    batch.rollout(5, control=controls[:, :5])
+    start = time.perf_counter()
+    batch.rollout(5 * horizon, control=controls)
+    return num_envs * horizon / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-name", default="push-v3")
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--horizon", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    workers = len(os.sched_getaffinity(0))
+
+    family = MetaWorldFamily("ML1", args.env_name, max_episode_steps=args.horizon)
+    tasks = family.sample_tasks(np.random.default_rng(0), args.tasks)
+    envs = {"processes": family.make_vector_env(tasks, args.episodes),
+            "sync": MetaWorldFamily("ML1", args.env_name, max_episode_steps=args.horizon,
+                                    vectorization="sync").make_vector_env(tasks, args.episodes)}
+    probe = family.make_env(tasks[0])
+    model = probe.unwrapped._env.model
+    torch.manual_seed(0)
+    policy = GaussianPolicy(probe.observation_space.shape[0], probe.action_space.shape[0],
+                            (512, 512), "tanh")
+    params = {k: v.detach().contiguous()
+              for k, v in expand_params(params_of(policy), args.tasks).items()}
+    best = {"processes": 0.0, "sync": 0.0, "engine": 0.0}
+    for r in range(args.rounds):
+        for name, env in envs.items():
+            best[name] = max(best[name], rollout_rate(env, policy, params, args.horizon, r))
+        best["engine"] = max(best["engine"], engine_rate(model, args.tasks * args.episodes,
+                                                         args.horizon, workers))
+    print(f"Meta-World ML1 {args.env_name}, T={args.tasks} x E={args.episodes} envs, "
+          f"H={args.horizon}, 512-512 tanh policy, {workers} CPUs, best of {args.rounds}")
+    print(f"  (a) rollout, {workers} worker processes   {best['processes']:8.0f} steps/s")
+    print(f"  (b) rollout, SyncVectorEnv            {best['sync']:8.0f} steps/s")
+    print(f"  (c) bare mujoco.batch, same model     {best['engine']:8.0f} steps/s")
+    print(f"  a/b = {best['processes'] / best['sync']:.2f}   "
+          f"a/c = {best['processes'] / best['engine']:.3f}")
+    for env in envs.values():
+        env.close()
+    probe.close()
+
+
+if __name__ == "__main__":
+    main()
