@@ -11,10 +11,16 @@ from metarl.checkpoint import load_checkpoint
 from metarl.config import load_config
 from metarl.functional import call, detach_params, flatten, params_of, unflatten
 from metarl.meta import MetaSGDRates
-from metarl.rl.adaptation import adapt_through, with_rates
+from metarl.rl.adaptation import adapt_through, inner_iterates, with_rates
 from metarl.rl.evaluate import evaluate_rl
-from metarl.rl.fisher import autograd_product, inner_names_of, third_order_product
-from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss
+from metarl.rl.fisher import (
+    StructuredCurvature,
+    autograd_product,
+    inner_names_of,
+    third_order_product,
+)
+from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate_loss
+from metarl.rl.mlp_fisher import mlp_layout
 from metarl.rl.train import train
 from metarl.schema import ConfigError
 
@@ -98,10 +104,40 @@ def test_anil_adapts_the_last_layer_only():
         assert moved == (k in names), k
 
 
+@pytest.mark.parametrize("method,first_order", [("metasgd", False), ("metasgd", True),
+                                                 ("anil", False)])
+def test_structured_curvature_equals_autograd(method, first_order):
+    config, policy, batch = small_batch("reinforce", first_order)
+    config.method = method
+    meta = meta_parameters(method, policy, config)
+    names = inner_names_of(policy, config)
+    loss = inner_loss("reinforce")
+    iterates = inner_iterates(policy, meta, batch.train, loss, config.inner_lr, 3, names)
+    old = call(policy, iterates[-1], batch.valid.obs)
+    reference = autograd_product(policy, meta, batch.train, loss, config.inner_lr,
+                                 first_order, batch.valid, old, iterates, names)
+    structured = StructuredCurvature(mlp_layout(policy), meta, batch.train, iterates,
+                                     batch.valid, "reinforce", config.inner_lr, first_order,
+                                     policy, names)
+    for seed in range(2):
+        v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        torch.testing.assert_close(structured.product(v), reference(v), rtol=1e-8,
+                                   atol=1e-11)
+    # The meta-gradient, against autograd through the adaptation, where (as in training)
+    # the adapted policies' log-probabilities are the sampling ones (every ratio 1).
+    batch.valid_log_probs = log_probs(policy, iterates[-1], batch.valid)
+    flat = flatten(meta).clone().requires_grad_()
+    surrogate = surrogate_loss(policy, adapted_fn(policy, batch, config)(unflatten(flat, meta)),
+                               batch.valid, batch.valid_advantages, batch.valid_log_probs)
+    (grad,) = torch.autograd.grad(surrogate, flat)
+    torch.testing.assert_close(structured.meta_gradient(batch.valid_advantages), grad,
+                               rtol=1e-8, atol=1e-11)
+
+
 @pytest.mark.parametrize("bad,match", [
     (["method=metasgd", "fisher=adapted"], "no curvature for Meta-SGD"),
     (["method=metasgd", "cg_preconditioner=kfac"], "kfac covers the policy"),
-    (["method=anil", "fisher_backend=structured"], "structured covers MAML"),
 ])
 def test_unsupported_combinations_are_refused_early(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -81,6 +81,4 @@ class RLConfig:
         if self.method == "metasgd" and self.cg_preconditioner == "kfac":
             raise ConfigError("config key 'cg_preconditioner': kfac covers the policy's "
                               "parameters, not Meta-SGD's rates; use none with method metasgd")
-        if self.method in ("metasgd", "anil") and self.fisher_backend == "structured":
-            raise ConfigError(f"config key 'fisher_backend': structured covers MAML's "
-                              f"adaptation, not method {self.method}; use auto or autograd")
+

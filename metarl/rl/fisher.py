@@ -64,13 +64,7 @@ def inner_names_of(policy: nn.Module, config) -> list[str] | None:
 
 def structured_layout(policy: nn.Module, config) -> MLPLayout | None:
     """The policy's layout when the config's products and gradients are to be structured
-    (``fisher_backend``), else None; a clear error if it asks for what cannot be.
-    Meta-SGD and ANIL take the autograd backend."""
-    if config.method in ("metasgd", "anil"):
-        if config.fisher_backend == "structured":
-            raise ValueError(f"fisher_backend: structured covers MAML's adaptation, not "
-                             f"method {config.method}; use fisher_backend: auto or autograd")
-        return None
+    (``fisher_backend``), else None; a clear error if it asks for what cannot be."""
     layout = mlp_layout(policy)
     if config.fisher_backend == "structured" and layout is None:
         raise ValueError(f"fisher_backend: structured supports metarl's MLP policies, not "
@@ -107,12 +101,35 @@ def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
     if layout is not None:
         return StructuredCurvature(layout, meta_params, train, iterates, valid,
                                    config.inner_objective, config.inner_lr,
-                                   config.first_order).product
+                                   config.first_order, policy,
+                                   inner_names_of(policy, config)).product
     with torch.no_grad():
         old_dist = call(policy, iterates[-1], valid.obs)
     return autograd_product(policy, meta_params, train, inner_loss(config.inner_objective),
                             config.inner_lr, config.first_order, valid, old_dist, iterates,
                             inner_names_of(policy, config))
+
+
+def step_rates(meta_params: Mapping[str, Tensor], inner_lr: float, inner_names=None):
+    """(policy parameter names, the rate R of each in theta' = theta - R g, learned?):
+    Meta-SGD's rates (constants here), else lr on ``inner_names`` (ANIL) or on all."""
+    policy_params, rate = split_rates(meta_params, inner_lr)
+    names = list(policy_params)
+    if isinstance(rate, Mapping):
+        return names, [rate[k].detach() for k in names], True
+    return names, [inner_lr if inner_names is None or k in inner_names else 0.0
+                   for k in names], False
+
+
+def inner_gradients(policy: nn.Module, train: TrainBatches, iterates: list[Params],
+                    loss: PolicyLoss) -> list[list[Tensor]]:
+    """Per inner step, the inner loss's gradient at its iterate (constants, stacked)."""
+    out = []
+    for (episodes, adv), point in zip(train, iterates):
+        leaves = [v.detach().clone().requires_grad_() for v in point.values()]
+        value = loss(policy, dict(zip(point, leaves)), episodes, adv)
+        out.append([g.detach() for g in torch.autograd.grad(value, leaves)])
+    return out
 
 
 class StructuredCurvature:
@@ -121,33 +138,54 @@ class StructuredCurvature:
 
     Built once per meta-iteration; ``product`` is J^T F' J (J = I when
     ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
-    gradient at the adapted policies, both flat like the meta-parameters.
+    gradient at the adapted policies, both flat like the meta-parameters. J per step
+    as in ``autograd_product``: (u, a) -> (u - R H_k u - g_k a, a), which covers MAML,
+    ANIL (R = lr on ``inner_names``) and Meta-SGD (R its rates; ``policy`` is then
+    needed for the inner gradients g_k).
     """
 
     def __init__(self, layout: MLPLayout, meta_params: Mapping[str, Tensor],
                  train: TrainBatches, iterates: list[Params], valid: Episodes,
-                 inner_objective: str, inner_lr: float, first_order: bool):
+                 inner_objective: str, inner_lr: float, first_order: bool,
+                 policy: nn.Module | None = None, inner_names=None):
         self.like, buffers = detach_params(meta_params), Buffers()
-        self.num_tasks, self.inner_lr = valid.num_tasks, inner_lr
+        self.names, self.rates, self.learned = step_rates(meta_params, inner_lr, inner_names)
+        self.num_tasks, self.first_order = valid.num_tasks, first_order
         self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
-        self.hessians = [] if first_order else [
-            InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
-            for (episodes, adv), point in zip(train, iterates)]
+        self.hessians = [None if first_order else
+                         InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
+                         for (episodes, adv), point in zip(train, iterates)]
+        self.gradients = ([dict(zip(self.names, g)) for g in inner_gradients(
+            policy, train, iterates, inner_loss(inner_objective))] if self.learned
+            else [None] * len(train))
+        if first_order and not self.learned:
+            self.hessians, self.gradients = [], []
 
-    def _step(self, hessian: InnerHessian, u: Params) -> Params:  # (I - lr H_k) u
-        hu = hessian(u)
-        return {k: u[k] - self.inner_lr * hu[k] for k in u}
+    def _forward(self, k: int, u: Params, a: Params) -> Params:  # J_k (u, a)
+        if self.hessians[k] is not None:
+            hu = self.hessians[k](u)
+            u = {n: u[n] - r * hu[n] for n, r in zip(self.names, self.rates)}
+        if self.learned:
+            u = {n: u[n] - self.gradients[k][n] * a[n] for n in self.names}
+        return u
 
     def _transpose(self, w: Params) -> Tensor:
         """J^T w, summed over tasks: stacked (T, ...) -> flat."""
-        for hessian in reversed(self.hessians):
-            w = self._step(hessian, w)
-        return flatten([w[k].sum(dim=0) for k in self.like])
+        b = {n: torch.zeros_like(w[n][0]) for n in self.names} if self.learned else {}
+        for k in reversed(range(len(self.hessians))):
+            if self.learned:
+                b = {n: b[n] - (self.gradients[k][n] * w[n]).sum(dim=0) for n in self.names}
+            if self.hessians[k] is not None:
+                h = self.hessians[k]({n: r * w[n] for n, r in zip(self.names, self.rates)})
+                w = {n: w[n] - h[n] for n in self.names}
+        return flatten([w[n].sum(dim=0) for n in self.names] + [b[n] for n in b])
 
     def product(self, vector: Tensor) -> Tensor:
-        u = expand_params(unflatten(vector, self.like), self.num_tasks)
-        for hessian in self.hessians:
-            u = self._step(hessian, u)
+        v = unflatten(vector, self.like)
+        u = expand_params({n: v[n] for n in self.names}, self.num_tasks)
+        a = {n: v[RATE_PREFIX + n] for n in self.names} if self.learned else {}
+        for k in range(len(self.hessians)):
+            u = self._forward(k, u, a)
         return self._transpose(self.fisher(u))
 
     def meta_gradient(self, advantages: Tensor) -> Tensor:
@@ -197,19 +235,13 @@ def autograd_product(
     only (ANIL), or Meta-SGD's rates (elementwise), whose directions a enter through
     the step's gradient g_k; J_k^T (w, b) = (w - H_k R w, b - sum over tasks g_k w).
     """
-    policy_params, rate = split_rates(meta_params, inner_lr)
-    names = list(policy_params)
-    learned = isinstance(rate, Mapping)
+    names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
     num_tasks = valid.num_tasks
     if iterates is None:
         iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr, num_tasks,
                                   inner_names)
     if len(iterates) != len(train) + 1:
         raise ValueError(f"need {len(train) + 1} adaptation iterates, got {len(iterates)}")
-    if learned:
-        rates = [rate[k].detach() for k in names]
-    else:
-        rates = [inner_lr if inner_names is None or k in inner_names else 0.0 for k in names]
     # Per inner step: (point leaves, their inner-loss gradient graph). First order drops
     # the H_k terms; Meta-SGD's g_k a terms stay.
     steps = []

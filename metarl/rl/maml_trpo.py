@@ -175,7 +175,8 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
     layout, curvature = structured_layout(policy, config), None
     if layout is not None:  # J^T of the surrogate's gradient at the adapted policies
         curvature = StructuredCurvature(layout, meta_params, batch.train, batch.iterates, valid,
-                                        config.inner_objective, lr, config.first_order)
+                                        config.inner_objective, lr, config.first_order, policy,
+                                        inner_names)
         grad = curvature.meta_gradient(batch.valid_advantages)
         with torch.no_grad():  # every ratio is 1 at the policies that sampled ``valid``
             loss_before = surrogate(batch.valid_log_probs, batch.valid_log_probs,
