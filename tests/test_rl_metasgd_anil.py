@@ -38,18 +38,26 @@ def meta_parameters(method, policy, config):
     return with_rates(meta, detach_params(rates.as_dict()))
 
 
+def problem(method, first_order=False):
+    """(config, float64 policy, navigation meta-batch, meta-parameters) for ``method``."""
+    config, policy, batch = small_batch("reinforce", first_order)
+    config.method = method
+    return config, policy, batch, meta_parameters(method, policy, config)
+
+
+METHODS = pytest.mark.parametrize("method,first_order", [("metasgd", False),
+                                                         ("metasgd", True), ("anil", False)])
+
+
 def adapted_fn(policy, batch, config):
     names = inner_names_of(policy, config)
     return lambda p: adapt_through(policy, p, batch.train, inner_loss(config.inner_objective),
                                    config.inner_lr, config.first_order, None, names)
 
 
-@pytest.mark.parametrize("method,first_order", [("metasgd", False), ("metasgd", True),
-                                                 ("anil", False)])
+@METHODS
 def test_exact_fisher_product_equals_the_third_order_one(method, first_order):
-    config, policy, batch = small_batch("reinforce", first_order)
-    config.method = method
-    meta = meta_parameters(method, policy, config)
+    config, policy, batch, meta = problem(method, first_order)
     adapted = adapted_fn(policy, batch, config)
     old = call(policy, detach_params(adapted(require_grad(meta))), batch.valid.obs)
     brute = third_order_product(
@@ -66,9 +74,7 @@ def test_exact_fisher_product_equals_the_third_order_one(method, first_order):
 
 @pytest.mark.parametrize("method", ["metasgd", "anil"])
 def test_meta_gradient_matches_finite_differences(method):
-    config, policy, batch = small_batch("reinforce")
-    config.method = method
-    meta = meta_parameters(method, policy, config)
+    config, policy, batch, meta = problem(method)
     adapted = adapted_fn(policy, batch, config)
 
     def objective(p):
@@ -104,12 +110,9 @@ def test_anil_adapts_the_last_layer_only():
         assert moved == (k in names), k
 
 
-@pytest.mark.parametrize("method,first_order", [("metasgd", False), ("metasgd", True),
-                                                 ("anil", False)])
+@METHODS
 def test_structured_curvature_equals_autograd(method, first_order):
-    config, policy, batch = small_batch("reinforce", first_order)
-    config.method = method
-    meta = meta_parameters(method, policy, config)
+    config, policy, batch, meta = problem(method, first_order)
     names = inner_names_of(policy, config)
     loss = inner_loss("reinforce")
     iterates = inner_iterates(policy, meta, batch.train, loss, config.inner_lr, 3, names)
