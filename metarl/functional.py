@@ -8,7 +8,7 @@ its own (``torch.func.functional_call``), never mutating it.
 Per-task parameters are *stacked*: every tensor gets a leading task dimension
 ``T``. Models in ``metarl.models`` accept stacked parameters directly (a batched
 matmul per layer), so one call evaluates all ``T`` tasks, each with its own
-parameters. Models that cannot (e.g. convolutions) go through ``vmap_call``.
+parameters; ``call_per_task`` also runs them by vmap or a loop over tasks.
 """
 
 from __future__ import annotations
@@ -35,13 +35,28 @@ def call(module: nn.Module, params: Mapping[str, Tensor], *args, **kwargs):
     return torch.func.functional_call(module, dict(params), args, kwargs, strict=False)
 
 
-def vmap_call(module: nn.Module, stacked: Params, *inputs: Tensor):
-    """Per-task call for models without native stacked-parameter support.
+PER_TASK_MODES = ("native", "vmap", "loop")
 
-    stacked: every tensor (T, ...); inputs: every tensor (T, ...).
-    Returns the module's outputs with a leading T dimension.
+
+def call_per_task(module: nn.Module, stacked: Params, x: Tensor, mode: str = "native",
+                  **kwargs):
+    """Each task's output with its own parameters: stacked (T, ...), x (T, ...) -> (T, ...).
+
+    mode: ``"native"`` (the module takes stacked parameters itself: metarl's models),
+    ``"vmap"`` (``torch.func.vmap`` of the one-task call) or ``"loop"`` (one call per
+    task). kwargs go to the module's forward.
     """
-    return torch.func.vmap(lambda p, *x: call(module, p, *x))(stacked, *inputs)
+    if mode == "native":
+        return call(module, stacked, x, **kwargs)
+    if mode == "vmap":
+        return torch.func.vmap(lambda p, xi: call(module, p, xi, **kwargs))(stacked, x)
+    if mode == "loop":
+        # unbind, not stacked[k][t]: indexing's backward writes a full (T, ...) zero tensor per
+        # task (T^2 memory and time); unbind's backward is one stack.
+        per_task = {k: v.unbind(0) for k, v in stacked.items()}
+        return torch.stack([call(module, {k: v[t] for k, v in per_task.items()}, x[t], **kwargs)
+                            for t in range(x.shape[0])])
+    raise ValueError(f"per-task mode must be one of {PER_TASK_MODES}, got {mode!r}")
 
 
 def expand_params(params: Mapping[str, Tensor], num_tasks: int) -> Params:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from metarl.functional import call, params_of
 from metarl.meta import MetaSGDRates, adapt_per_task, adapt_vmap, head_names
 from metarl.models import Conv4
-from metarl.supervised.classify import cross_entropy_loss, task_logits
+from metarl.supervised.classify import cross_entropy_loss, per_task_mode, task_logits
 from metarl.supervised.meta_step import adapt_tasks, meta_loss
 
 
@@ -94,7 +94,7 @@ def test_task_adaptive_rates_on_conv4_are_the_same_by_every_mode_and_per_task():
     stacked = expand_params(params, 3)
     by_mode = {}
     for mode in ("grouped", "vmap", "loop"):
-        rates = TaskRates(model, 0.3, per_task=None if mode == "grouped" else mode).double()
+        rates = TaskRates(model, 0.3, per_task=per_task_mode(mode)).double()
         with torch.no_grad():
             rates.encoder.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
         by_mode[mode] = (rates, rates.for_tasks(model, stacked, support[0]))

@@ -14,16 +14,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metarl.functional import Params, call
+from metarl.functional import Params, call_per_task
 
 
 class TaskRates(nn.Module):
     """Encoder of task-adaptive rates for ``model`` (which has ``feature_dim`` and
     ``forward(x, features_only=True)``)."""
 
-    def __init__(self, model: nn.Module, init_lr: float, per_task: str | None = None):
-        """per_task: how ``model`` runs stacked parameters: None (natively, the MLP),
-        ``"vmap"`` or ``"loop"`` (Conv4, as ``supervised.classify.task_logits``)."""
+    def __init__(self, model: nn.Module, init_lr: float, per_task: str = "native"):
+        """per_task: how ``model`` runs stacked parameters, a
+        ``metarl.functional.call_per_task`` mode."""
         super().__init__()
         self.per_task = per_task
         self.names = [name for name, _ in model.named_parameters()]
@@ -37,19 +37,9 @@ class TaskRates(nn.Module):
 
         params: stacked (T, ...); support_x: (T, K, ...) -> {name: (T, 1, ..., 1)}.
         """
-        features = self._features(model, params, support_x)  # (T, K, F)
+        features = call_per_task(model, params, support_x, self.per_task,
+                                 features_only=True)  # (T, K, F)
         scales = 2.0 * torch.sigmoid(self.encoder(features.mean(dim=1)))  # (T, P)
         return {name: (self.init_lr * scales[:, i]).view(-1, *[1] * (params[name].dim() - 1))
                 for i, name in enumerate(self.names)}
 
-    def _features(self, model: nn.Module, params: Params, x: Tensor) -> Tensor:
-        def one(p, xi):
-            return call(model, p, xi, features_only=True)
-
-        if self.per_task is None:
-            return one(params, x)
-        if self.per_task == "vmap":
-            return torch.func.vmap(one)(params, x)
-        per_task = {k: v.unbind(0) for k, v in params.items()}
-        return torch.stack([one({k: v[t] for k, v in per_task.items()}, x[t])
-                            for t in range(x.shape[0])])

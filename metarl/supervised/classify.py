@@ -20,11 +20,10 @@ measured faster than vmap there.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.functional import Params, call, vmap_call
+from metarl.functional import Params, call_per_task
 
 ADAPT_MODES = ("grouped", "vmap", "loop")
 
@@ -33,19 +32,16 @@ def task_logits(model: nn.Module, params: Params, x: Tensor, mode: str = "groupe
     """Logits of every task with its own parameters.
 
     params: stacked (T, ...); x: (T, n, channels, H, W) -> (T, n, classes).
-    Batch norm uses each task's own batch statistics in both modes.
+    Batch norm uses each task's own batch statistics in every mode.
     """
-    if mode == "grouped":
-        return call(model, params, x)
-    if mode == "vmap":
-        return vmap_call(model, params, x)
-    if mode == "loop":
-        # unbind, not params[k][t]: indexing's backward writes a full (T, ...) zero tensor per
-        # task (T^2 memory and time); unbind's backward is one stack.
-        per_task = {k: v.unbind(0) for k, v in params.items()}
-        return torch.stack([call(model, {k: v[t] for k, v in per_task.items()}, x[t])
-                            for t in range(x.shape[0])])
-    raise ValueError(f"adapt mode must be one of {ADAPT_MODES}, got {mode!r}")
+    return call_per_task(model, params, x, per_task_mode(mode))
+
+
+def per_task_mode(mode: str) -> str:
+    """A config's ``adapt`` mode as a ``metarl.functional.call_per_task`` mode."""
+    if mode not in ADAPT_MODES:
+        raise ValueError(f"adapt mode must be one of {ADAPT_MODES}, got {mode!r}")
+    return "native" if mode == "grouped" else mode
 
 
 def cross_entropy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
@@ -61,8 +57,7 @@ def accuracy_per_task(logits: Tensor, labels: Tensor) -> Tensor:
 
 def cross_entropy_loss(mode: str = "grouped"):
     """A ``meta_step.TaskLoss``: (model, stacked params, (x, y)) -> loss per task (T,)."""
-    if mode not in ADAPT_MODES:
-        raise ValueError(f"adapt mode must be one of {ADAPT_MODES}, got {mode!r}")
+    per_task_mode(mode)  # a bad mode fails here, before any training
 
     def task_loss(model: nn.Module, params: Params, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch

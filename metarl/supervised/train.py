@@ -22,6 +22,7 @@ from metarl.meta import MetaSGDRates, StepParams, TaskRates
 from metarl.models import MLP, Conv4
 from metarl.runs import Run, TrainingLoop, setup_torch
 from metarl.supervised import sinusoid
+from metarl.supervised.classify import per_task_mode
 from metarl.supervised.meta_step import meta_loss, mse_per_task, reptile_direction
 
 
@@ -45,8 +46,7 @@ def build_learner(config) -> tuple[torch.nn.Module, torch.nn.Module | None]:
         return model, StepParams(model, config.inner_steps, config.inner_lr,
                                  config.per_step_batch_norm, config.learned_step_rates)
     if config.method == "tamaml":
-        # Conv4 runs stacked parameters natively ("grouped") or per task (vmap, loop).
-        per_task = config.adapt if config.kind == "fewshot" and config.adapt != "grouped" else None
+        per_task = per_task_mode(config.adapt) if config.kind == "fewshot" else "native"
         return model, TaskRates(model, config.inner_lr, per_task)
     return model, None
 
