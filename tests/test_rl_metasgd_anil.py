@@ -11,12 +11,11 @@ from metarl.checkpoint import load_checkpoint
 from metarl.config import load_config
 from metarl.functional import call, detach_params, flatten, params_of, unflatten
 from metarl.meta import MetaSGDRates
-from metarl.rl.adaptation import adapt_through, inner_iterates, with_rates
+from metarl.rl.adaptation import adapt_through, inner_iterates, inner_names_of, with_rates
 from metarl.rl.evaluate import evaluate_rl
 from metarl.rl.fisher import (
     StructuredCurvature,
     autograd_product,
-    inner_names_of,
     third_order_product,
 )
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate_loss

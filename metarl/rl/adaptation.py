@@ -45,6 +45,16 @@ def split_rates(meta_params: Mapping[str, Tensor], lr: float) -> tuple[Params, f
     return policy, (rates or lr)
 
 
+def inner_names_of(policy: nn.Module, config) -> list[str] | None:
+    """The parameters the inner step adapts: ANIL the mean network's last layer, else all."""
+    if config.method != "anil":
+        return None
+    names = [k for k, _ in policy.named_parameters() if k.startswith("mean.") or
+             k.startswith("logits.")]
+    last = names[-1].rsplit(".", 1)[0]
+    return [k for k in names if k.rsplit(".", 1)[0] == last]
+
+
 def adapt_through(policy: nn.Module, meta_params: Mapping[str, Tensor], train: TrainBatches,
                   loss: PolicyLoss, lr: float, first_order: bool,
                   num_tasks: int | None = None, inner_names=None) -> Params:

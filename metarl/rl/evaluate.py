@@ -16,8 +16,7 @@ from torch import nn
 
 from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
-from metarl.rl.adaptation import inner_step
-from metarl.rl.fisher import inner_names_of
+from metarl.rl.adaptation import inner_names_of, inner_step
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout

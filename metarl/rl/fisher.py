@@ -35,7 +35,13 @@ import torch
 from torch import Tensor, distributions, nn
 
 from metarl.functional import Params, call, detach_params, expand_params, flatten, unflatten
-from metarl.rl.adaptation import RATE_PREFIX, TrainBatches, inner_iterates, split_rates
+from metarl.rl.adaptation import (
+    RATE_PREFIX,
+    TrainBatches,
+    inner_iterates,
+    inner_names_of,
+    split_rates,
+)
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
 from metarl.rl.mlp_fisher import Buffers, InnerHessian, MLPLayout, PolicyFisher, mlp_layout
@@ -50,16 +56,6 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
     keep = max(1, math.ceil(fraction * episodes.episodes_per_task))
     return Episodes(obs=episodes.obs[:, :keep], actions=episodes.actions[:, :keep],
                     rewards=episodes.rewards[:, :keep], mask=episodes.mask[:, :keep])
-
-
-def inner_names_of(policy: nn.Module, config) -> list[str] | None:
-    """The parameters the inner step adapts: ANIL the mean network's last layer, else all."""
-    if config.method != "anil":
-        return None
-    names = [k for k, _ in policy.named_parameters() if k.startswith("mean.") or
-             k.startswith("logits.")]
-    last = names[-1].rsplit(".", 1)[0]
-    return [k for k in names if k.rsplit(".", 1)[0] == last]
 
 
 def structured_layout(policy: nn.Module, config) -> MLPLayout | None:

@@ -26,18 +26,14 @@ from metarl.rl.adaptation import (
     TrainBatches,
     adapt_through,
     inner_iterates,
+    inner_names_of,
     inner_step,
     split_rates,
     with_rates,
 )
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes, TaskEnv
-from metarl.rl.fisher import (
-    StructuredCurvature,
-    inner_names_of,
-    make_fisher_product,
-    structured_layout,
-)
+from metarl.rl.fisher import StructuredCurvature, make_fisher_product, structured_layout
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, log_probs, mean_kl, surrogate, surrogate_loss
 from metarl.rl.mlp_fisher import Buffers, PolicyFisher, mlp_layout
