@@ -58,7 +58,6 @@ class StepParams(nn.Module):
         k = min(step, self.steps - 1)
         return {n: r[k] for n, r in zip(self.inner_names, self.rates)}
 
-
     def test_time(self, inner_lr: float, steps: int, num_tasks: int, later_factor: float = 1.0):
         """(rates, batch-norm parameters) of evaluation steps 0..steps-1, detached.
 

@@ -148,14 +148,13 @@ class StructuredCurvature:
         self.names, self.rates, self.learned = step_rates(meta_params, inner_lr, inner_names)
         self.num_tasks, self.first_order = valid.num_tasks, first_order
         self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
+        # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
+        steps = train if self.learned or not first_order else []
         self.hessians = [None if first_order else
                          InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
-                         for (episodes, adv), point in zip(train, iterates)]
+                         for (episodes, adv), point in zip(steps, iterates)]
         self.gradients = ([dict(zip(self.names, g)) for g in inner_gradients(
-            policy, train, iterates, inner_loss(inner_objective))] if self.learned
-            else [None] * len(train))
-        if first_order and not self.learned:
-            self.hessians, self.gradients = [], []
+            policy, steps, iterates, inner_loss(inner_objective))] if self.learned else [])
 
     def _forward(self, k: int, u: Params, a: Params) -> Params:  # J_k (u, a)
         if self.hessians[k] is not None:
