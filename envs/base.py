@@ -45,6 +45,9 @@ class TaskFamily(Protocol):
     Attributes:
         name: short name, e.g. ``"HalfCheetahVel"``.
         max_episode_steps: horizon H; episodes are truncated after H steps.
+
+    A family whose held-out tasks are not fresh draws of the same distribution adds
+    ``held_out() -> TaskFamily`` (Meta-World's test split): evaluation runs on it.
     """
 
     name: str

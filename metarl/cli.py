@@ -132,9 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     config = load_run_config(args.run_dir)
     if config.kind == "rl":
-        family = make_family(config)
-        family = family.held_out() if hasattr(family, "held_out") else family  # Meta-World
-        result = evaluate_rl(args.run_dir, family, steps=default(args.steps, 3),
+        result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
                              num_tasks=default(args.tasks, 40), episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt",
                              inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5))

@@ -28,7 +28,11 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
     held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
 
-    rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``."""
+    rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``.
+    A family with held-out tasks of its own (``held_out()``: Meta-World's test split)
+    is evaluated on them."""
+    if hasattr(family, "held_out"):
+        family = family.held_out()
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(rng, num_tasks)
     env = family.make_vector_env(tasks, episodes)
