@@ -5,8 +5,8 @@
     included;
 (b) the same ``rollout`` through one ``SyncVectorEnv`` of the same envs;
 (c) the engine underneath: the same number of simulations of the task's MuJoCo model
-    stepped by ``mujoco.batch.Batch`` (frame skip 5, constant controls, no policy, no
-    Meta-World Python: observations, rewards, mocap), all threads.
+    stepped by ``mujoco.batch.Batch`` (``sampler.ceiling_rate``: frame skip 5, zero
+    controls, no policy, no Meta-World Python: observations, rewards, mocap), all threads.
 Rates are env steps per second; rounds are interleaved and the best kept.
 
     python experiments/bench/metaworld_sampler.py --env-name push-v3
@@ -16,33 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
-import mujoco
-import mujoco.batch
 import numpy as np
 import torch
+from sampler import ceiling_rate, rollout_rate  # experiments/bench/sampler.py
 
 from envs.metaworld import MetaWorldFamily
 from metarl.functional import expand_params, params_of
 from metarl.models import GaussianPolicy
-from metarl.rl.sampler import rollout
-
-
-def rollout_rate(env, policy, params, horizon: int, seed: int) -> float:
-    start = time.perf_counter()
-    episodes = rollout(env, policy, params, horizon, seed, torch.Generator().manual_seed(seed))
-    return episodes.mask.sum().item() / (time.perf_counter() - start)
-
-
-def engine_rate(model: mujoco.MjModel, num_envs: int, horizon: int, threads: int) -> float:
-    batch = mujoco.batch.Batch(model, num_envs, nthread=threads)
-    batch.reset()
-    controls = np.zeros((num_envs, 5 * horizon, model.nu))
-    batch.rollout(5, control=controls[:, :5])
-    start = time.perf_counter()
-    batch.rollout(5 * horizon, control=controls)
-    return num_envs * horizon / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -71,9 +52,9 @@ def main() -> None:
     best = {"processes": 0.0, "sync": 0.0, "engine": 0.0}
     for r in range(args.rounds):
         for name, env in envs.items():
-            best[name] = max(best[name], rollout_rate(env, policy, params, args.horizon, r))
-        best["engine"] = max(best["engine"], engine_rate(model, args.tasks * args.episodes,
-                                                         args.horizon, workers))
+            best[name] = max(best[name], rollout_rate(env, policy, params, args.horizon, r)[0])
+        best["engine"] = max(best["engine"], ceiling_rate(model, args.tasks * args.episodes,
+                                                          args.horizon, workers, control=0.0))
     print(f"Meta-World ML1 {args.env_name}, T={args.tasks} x E={args.episodes} envs, "
           f"H={args.horizon}, 512-512 tanh policy, {workers} CPUs, best of {args.rounds}")
     print(f"  (a) rollout, {workers} worker processes   {best['processes']:8.0f} steps/s")

@@ -54,10 +54,10 @@ def rollout_rate(env, policy, params, horizon: int, seed: int) -> tuple[float, f
 
 
 def ceiling_rate(model: mujoco.MjModel, num_envs: int, horizon: int, threads: int,
-                 frame_skip: int = 5) -> float:
+                 frame_skip: int = 5, control: float = 0.3) -> float:
     batch = mujoco.batch.Batch(model, num_envs, nthread=threads)
     batch.reset()
-    controls = np.full((num_envs, frame_skip * horizon, model.nu), 0.3)
+    controls = np.full((num_envs, frame_skip * horizon, model.nu), control)
     batch.rollout(frame_skip, control=controls[:, :frame_skip])  # start the threads
     start = time.perf_counter()
     batch.rollout(frame_skip * horizon, control=controls)
