@@ -4,6 +4,7 @@ Layout of ``RUN_DIR``::
 
     config.yaml       the resolved configuration (what was actually run)
     checkpoint.pt     the latest checkpoint (atomic)
+    checkpoint-N.pt   kept snapshots, every ``keep_checkpoint_every`` iterations
     best.pt           the best iterate so far, where the training loop keeps one
     events.out.tfevents.*   TensorBoard scalars, config text and hyper-parameters
 """
@@ -30,8 +31,9 @@ from metarl.distributed import local_device
 
 # Keys that may change when a run is resumed: they do not change the computation.
 # Bookkeeping, and implementation choices that compute the same (fisher_backend, adapt).
-RESUMABLE_KEYS = {"iterations", "checkpoint_every", "log_every", "device", "threads",
-                  "time_limit_minutes", "eval_episodes", "fisher_backend", "adapt"}
+RESUMABLE_KEYS = {"iterations", "checkpoint_every", "keep_checkpoint_every", "log_every",
+                  "device", "threads", "time_limit_minutes", "eval_episodes", "fisher_backend",
+                  "adapt"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -193,7 +195,7 @@ class TrainingLoop:
         over_time = limit is not None and time.perf_counter() - self._started > 60 * limit
         self._stop = self.shard.sum_floats(over_time or self._interrupt.requested)[0] > 0
         if (done % self.config.checkpoint_every == 0 or done == self.config.iterations
-                or self._stop):
+                or self._stop or _keeps(self.config, done)):
             save(done)
 
     def finish(self, final_metrics: dict[str, float]) -> None:
@@ -202,8 +204,15 @@ class TrainingLoop:
             raise Interrupted(self.run.dir, self.done)
 
 
-RUN_FILES = ("config.yaml", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "*.pt.*.tmp",
-             "evaluation*.json", "evaluation*.csv", "evaluation*.png")
+def _keeps(config: Any, done: int) -> bool:
+    """Whether iteration ``done`` gets a kept snapshot ``checkpoint-<done>.pt``."""
+    every = getattr(config, "keep_checkpoint_every", None)
+    return every is not None and done % every == 0
+
+
+RUN_FILES = ("config.yaml", "checkpoint.pt", "checkpoint-*.pt", "best.pt",
+             "events.out.tfevents.*", "*.pt.*.tmp", "evaluation*.json",
+             "evaluation*.csv", "evaluation*.png")
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -272,6 +281,8 @@ class Run:
             return
         state = {**state, "config": to_dict(self.config)}
         save_checkpoint(state, self.best_path if best else self.checkpoint_path)
+        if not best and _keeps(self.config, state["iteration"]):
+            save_checkpoint(state, self.dir / f"checkpoint-{state['iteration']}.pt")
 
     def close(self, final_metrics: dict[str, float] | None = None) -> None:
         if final_metrics and self.writes:

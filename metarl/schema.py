@@ -37,6 +37,13 @@ def time_limit_spec() -> Any:
                     "(resume later)")
 
 
+def keep_checkpoint_spec() -> Any:
+    """``keep_checkpoint_every``, a key of every kind of run (``runs.Run.save`` reads it)."""
+    return spec(None, low=1,
+                doc="also keep checkpoint-N.pt every N iterations (metarl evaluate "
+                    "--checkpoint evaluates the training curve from them later)")
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))

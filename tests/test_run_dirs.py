@@ -135,3 +135,29 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and "stopped at once" in err.splitlines()[-1], err
+
+
+def test_kept_snapshots_are_the_checkpoints_of_their_iterations(tmp_path):
+    run = tmp_path / "run"
+    assert train(run, "--set=iterations=5", "--set=checkpoint_every=100",
+                 "--set=keep_checkpoint_every=2") == 0
+    assert sorted(p.name for p in run.glob("checkpoint-*.pt")) == [
+        "checkpoint-2.pt", "checkpoint-4.pt"]
+    assert load_checkpoint(run / "checkpoint-4.pt")["iteration"] == 4
+    # Resuming from the last one (iteration 5) trains on and keeps the next snapshot.
+    assert train(run, "--resume", "--set=iterations=6", "--set=keep_checkpoint_every=3") == 0
+    assert (run / "checkpoint-6.pt").exists()
+    second = tmp_path / "second"
+    assert train(second, "--set=iterations=4", "--set=checkpoint_every=100",
+                 "--set=keep_checkpoint_every=2") == 0
+    for name in ("model", "rng"):  # the snapshot of iteration 4 is that iteration's state
+        assert str(load_checkpoint(second / "checkpoint-4.pt")[name]) == str(
+            load_checkpoint(run / "checkpoint-4.pt")[name])
+
+
+def test_a_folder_with_only_kept_snapshots_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint-1000.pt").write_bytes(b"an earlier snapshot")
+    assert train(run) == 2
+    assert "already holds a run (checkpoint-1000.pt)" in capsys.readouterr().err

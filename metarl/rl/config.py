@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from metarl.schema import ConfigError, spec, time_limit_spec
+from metarl.schema import ConfigError, keep_checkpoint_spec, spec, time_limit_spec
 
 
 @dataclass
@@ -62,6 +62,7 @@ class RLConfig:
     line_search_steps: int = spec(15, low=1)
     line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
     checkpoint_every: int = spec(10, low=1)
+    keep_checkpoint_every: int | None = keep_checkpoint_spec()
     log_every: int = spec(1, low=1)
     time_limit_minutes: float | None = time_limit_spec()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from metarl.schema import ConfigError, spec, time_limit_spec
+from metarl.schema import ConfigError, keep_checkpoint_spec, spec, time_limit_spec
 
 Method = Literal["maml", "fomaml", "metasgd", "anil", "reptile", "tamaml"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -34,6 +34,7 @@ class SinusoidConfig:
     phase_range: list[float] = spec([0.0, 3.141592653589793])
     input_range: list[float] = spec([-5.0, 5.0])
     checkpoint_every: int = spec(1000, low=1)
+    keep_checkpoint_every: int | None = keep_checkpoint_spec()
     log_every: int = spec(100, low=1)
     time_limit_minutes: float | None = time_limit_spec()
 
@@ -111,6 +112,7 @@ class FewshotConfig:
         "constant", doc="cosine: anneal outer_lr to min_outer_lr over the iterations (MAML++)")
     min_outer_lr: float = spec(1e-5, low=0)
     checkpoint_every: int = spec(1000, low=1)
+    keep_checkpoint_every: int | None = keep_checkpoint_spec()
     log_every: int = spec(100, low=1)
     time_limit_minutes: float | None = time_limit_spec()
 
