@@ -35,7 +35,8 @@ from gymnasium.vector.utils import batch_space
 
 Task = dict[str, Any]
 
-VECTORIZATIONS = ("native", "sync", "async", "processes")
+# "torch": device tensors, for families that have such an env (Navigation2D).
+VECTORIZATIONS = ("native", "sync", "async", "processes", "torch")
 
 
 @runtime_checkable

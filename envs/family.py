@@ -52,12 +52,14 @@ class BuiltinTaskFamily:
     """Base of the built-in families (see ``envs.base.TaskFamily``).
 
     Subclasses set ``name``, ``env_cls``, ``vector_env_cls``,
-    ``default_max_episode_steps`` and implement ``sample_tasks``.
+    ``default_max_episode_steps`` and implement ``sample_tasks``; those with a
+    device-resident env also set ``torch_vector_env_cls``.
 
     Args:
         max_episode_steps: horizon H (None: the family default).
         vectorization: default for ``make_vector_env``: ``"native"`` (batched
-            arrays), ``"sync"`` or ``"async"`` (gymnasium vector env of single envs).
+            arrays), ``"sync"`` or ``"async"`` (gymnasium vector env of single envs),
+            ``"torch"`` (batched tensors on the policy's device, where the family has it).
         native_kwargs: extra arguments of the native vector env only
             (e.g. ``num_threads``).
         env_kwargs: arguments of both the single and the native env
@@ -68,6 +70,7 @@ class BuiltinTaskFamily:
     env_cls: type[gym.Env]
     vector_env_cls: type[TaskVectorEnv]
     default_max_episode_steps: int
+    torch_vector_env_cls: type | None = None
 
     def __init__(
         self,
@@ -77,10 +80,7 @@ class BuiltinTaskFamily:
         native_kwargs: dict | None = None,
         **env_kwargs,
     ):
-        if vectorization not in VECTORIZATIONS:
-            raise ValueError(
-                f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}"
-            )
+        self._check_vectorization(vectorization)
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.max_episode_steps = max_episode_steps or self.default_max_episode_steps
@@ -88,6 +88,15 @@ class BuiltinTaskFamily:
         self.native_kwargs = dict(native_kwargs or {})
         self.env_kwargs = env_kwargs
         self._check_env_kwargs()
+
+    def _check_vectorization(self, vectorization: str) -> None:
+        if vectorization not in VECTORIZATIONS:
+            raise ValueError(
+                f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}"
+            )
+        if vectorization == "torch" and self.torch_vector_env_cls is None:
+            raise ValueError(f"{self.name} has no torch (device-resident) vector env; use "
+                             "vectorization 'native'")
 
     def _check_env_kwargs(self) -> None:
         """Build one env now, so that a wrong argument is named before any run starts."""
@@ -110,10 +119,11 @@ class BuiltinTaskFamily:
     ) -> TaskVectorEnv | TaskVectorWrapper:
         """T*E sub-envs, task-major; ``vectorization`` overrides the family default."""
         vectorization = vectorization or self.vectorization
-        if vectorization not in VECTORIZATIONS:
-            raise ValueError(
-                f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}"
-            )
+        self._check_vectorization(vectorization)
+        if vectorization == "torch":
+            return self.torch_vector_env_cls(
+                tasks, episodes_per_task, max_episode_steps=self.max_episode_steps,
+                **self.env_kwargs)
         if vectorization == "native":
             return self.vector_env_cls(
                 tasks,

@@ -16,15 +16,30 @@ would saturate such a policy, leaving almost no gradient signal (and force its
 standard deviation down by 10x during training).
 
 The same pure function ``navigation_step`` moves one agent (single env, batch
-of 1) or all T*E agents (native vector env).
+of 1) or all T*E agents (native vector env). ``Navigation2DTorchVectorEnv`` is the
+native env as torch tensors on the policy's device (``vectorization: torch``): on a
+GPU the sampler then never leaves the device. Its ``navigation_step_torch`` is tested
+against the numpy one: positions and terminations bit for bit, distances (rewards) to
+one float64 ulp, as torch's vectorised CPU ``sqrt`` is not always correctly rounded.
+It is the sampler's env, not a general gymnasium ``VectorEnv``:
+
+- ``reset(options={"device": d})`` puts the state on device ``d`` (the sampler passes
+  its policy's); every episode starts at the origin, so ``seed`` changes nothing;
+- each episode runs once per ``reset``: an ended episode is held (observation kept,
+  reward 0, its flags repeated) until the next reset, as the numpy env does under
+  ``options={"hold_ended": True}``;
+- ``step`` takes (N, 2) tensors and returns tensors: obs (N, 2) float32, reward (N,)
+  float64, terminated (N,), truncated (N,), info of (N,) tensors.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
+from torch import Tensor
 
-from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
+from envs.base import Task, TaskVectorEnv, check_layout, check_num_tasks, check_task_keys
 from envs.family import BuiltinTaskFamily, check_range
 
 MAX_SPEED = 0.1
@@ -138,18 +153,112 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         return self._position.astype(np.float32), reward, terminated, info
 
 
+def navigation_step_torch(position: Tensor, action: Tensor, goal: Tensor):
+    """``envs.navigation.navigation_step`` on tensors.
+
+    Args:
+        position: (B, 2) float64. action: (B, 2). goal: (B, 2) float64.
+
+    Returns:
+        new position (B, 2), reward (B,), terminated (B,) bool, info of (B,) tensors.
+    """
+    position = position + MAX_SPEED * action.to(position.dtype).clamp(-1.0, 1.0)
+    offset = position - goal
+    distance = (offset * offset).sum(-1).sqrt()  # what np.linalg.norm computes
+    info = {"reward_distance": -distance, "distance": distance}
+    reached = (offset.abs() < GOAL_TOLERANCE).all(-1)
+    return position, -distance, reached, info
+
+
+class Navigation2DTorchVectorEnv:
+    """``Navigation2DVectorEnv`` as device tensors; see the module docstring.
+
+    Args:
+        tasks: T task dicts (None: one default task, ``num_envs`` episodes).
+        episodes_per_task: E.
+        num_envs: optional check.
+        max_episode_steps: horizon (None: no time limit).
+    """
+
+    metadata = {"hold_ended": True, "device_resident": True}
+
+    def __init__(
+        self,
+        tasks: list[Task] | None = None,
+        episodes_per_task: int = 1,
+        *,
+        num_envs: int | None = None,
+        max_episode_steps: int | None = HORIZON,
+    ):
+        tasks, episodes_per_task = check_layout(tasks, episodes_per_task, num_envs, DEFAULT_TASK)
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
+        self.num_envs = self.num_tasks * episodes_per_task
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space, self.single_action_space = _spaces()
+        self.device = torch.device("cpu")
+        self.set_tasks(tasks)
+        self.reset()
+
+    def set_tasks(self, tasks: list[Task]) -> None:
+        """Run ``tasks`` from now on (same number of tasks); call ``reset`` next."""
+        tasks = check_num_tasks(tasks, self.num_tasks)
+        goals = np.stack([_goal(task) for task in tasks])  # checks every task first
+        self.tasks = tasks
+        self._goal_array = np.repeat(goals, self.episodes_per_task, axis=0)  # (N, 2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """All episodes at the origin, on ``options["device"]`` if given (else as before).
+
+        Returns:
+            obs (N, 2) float32 and an empty info dict.
+        """
+        self.device = torch.device((options or {}).get("device", self.device))
+        self._goals = torch.as_tensor(self._goal_array, device=self.device)
+        self._position = torch.zeros(self.num_envs, 2, dtype=torch.float64, device=self.device)
+        self._terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self._truncated = torch.zeros_like(self._terminated)
+        self._elapsed = 0  # every running episode is at the same step
+        return self._position.float(), {}
+
+    def step(self, actions: Tensor):
+        """Step the running episodes; see the module docstring for what is returned."""
+        if actions.shape != (self.num_envs, 2):
+            raise ValueError(f"actions must have shape ({self.num_envs}, 2), "
+                             f"got {tuple(actions.shape)}")
+        running = ~(self._terminated | self._truncated)
+        position, reward, reached, info = navigation_step_torch(
+            self._position, actions.to(self.device), self._goals)
+        self._position = torch.where(running[:, None], position, self._position)
+        zero = torch.zeros((), dtype=reward.dtype, device=self.device)
+        reward = torch.where(running, reward, zero)
+        info = {name: torch.where(running, value, zero) for name, value in info.items()}
+        self._elapsed += 1
+        out_of_time = self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
+        self._terminated = torch.where(running, reached, self._terminated)
+        self._truncated = self._truncated | (running & out_of_time)
+        return (self._position.float(), reward, self._terminated.clone(),
+                self._truncated.clone(), info)
+
+    def close(self) -> None:
+        pass
+
+
 class Navigation2DFamily(BuiltinTaskFamily):
     """Goals uniform in the square ``[low, high]^2``.
 
     Args:
         low, high: goal coordinate range (default [-0.5, 0.5]).
         max_episode_steps: horizon (default 100).
-        vectorization: ``"native"`` | ``"sync"`` | ``"async"``.
+        vectorization: ``"native"`` | ``"sync"`` | ``"async"`` | ``"torch"``
+            (on the policy's device).
     """
 
     name = "Navigation2D"
     env_cls = Navigation2D
     vector_env_cls = Navigation2DVectorEnv
+    torch_vector_env_cls = Navigation2DTorchVectorEnv
     default_max_episode_steps = HORIZON
 
     def __init__(self, low: float = -0.5, high: float = 0.5, **kwargs):

@@ -18,8 +18,8 @@ import argparse
 import numpy as np
 import torch
 
-from metarl.cli import load_for_sampling
 from metarl.functional import call, detach_params, expand_params, params_of
+from metarl.rl.families import load_for_sampling
 from metarl.rl.losses import mean_kl
 from metarl.rl.maml_trpo import sample_meta_batch
 

@@ -20,10 +20,10 @@ import argparse
 import numpy as np
 import torch
 
-from metarl.cli import load_for_sampling
 from metarl.functional import call, detach_params, flatten, params_of, unflatten
 from metarl.rl import maml_trpo
 from metarl.rl.adaptation import adapt_through, inner_iterates
+from metarl.rl.families import load_for_sampling
 from metarl.rl.fisher import autograd_product, subsample_episodes
 from metarl.rl.losses import inner_loss, mean_kl, surrogate, surrogate_loss
 from metarl.rl.trpo import conjugate_gradient

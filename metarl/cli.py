@@ -11,48 +11,13 @@ from pathlib import Path
 from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError, load_config
 from metarl.distributed import DistributedError, close_shard, init_shard
+from metarl.rl.families import make_family
 from metarl.rl.sampler import EnvOutputError
 from metarl.runs import resolve_device
 from metarl.supervised.images import DataError
 
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, DataError, DistributedError,
                EnvOutputError)
-
-
-def make_family(config):
-    """The one place where a task family from ``envs`` is wired into training."""
-    from envs.registration import get_family
-
-    kwargs = dict(config.env_kwargs)
-    if ":" not in config.env:  # built-in families take the horizon as their time limit
-        kwargs.setdefault("max_episode_steps", config.horizon)
-    try:
-        family = get_family(config.env, **kwargs)
-    except (ValueError, TypeError, ImportError) as err:
-        raise ConfigError(f"config key 'env' / 'env_kwargs': {err}") from None
-    if config.method == "oracle":
-        from envs.oracle import OracleFamily
-
-        family = OracleFamily(family)
-    return family
-
-
-def load_for_sampling(checkpoint: str | Path, rng):
-    """(state, config, family, env, policy) of an RL checkpoint file, for analyses:
-    the policy holds the checkpoint's parameters, the env a first meta-batch of
-    tasks drawn from ``rng`` (a ``numpy.random.Generator``)."""
-    from metarl.checkpoint import load_checkpoint
-    from metarl.rl.train import build_policy, make_env
-
-    state = load_checkpoint(checkpoint)
-    config = load_config(data=state["config"])
-    if config.kind != "rl":
-        raise ConfigError(f"{checkpoint}: a {config.kind} checkpoint, not an RL one")
-    family = make_family(config)
-    env = make_env(family, config, rng)
-    policy = build_policy(config, env.single_observation_space, env.single_action_space)
-    policy.load_state_dict(state["model"])
-    return state, config, family, env, policy
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import torch
 
-from metarl.cli import make_family
 from metarl.config import load_config
 from metarl.distributed import close_shard, init_shard
+from metarl.rl.families import make_family
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.train import build_policy, make_env
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from metarl.cli import make_family
 from metarl.config import load_config
+from metarl.rl.families import make_family
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.yaml"))

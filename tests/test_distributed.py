@@ -85,7 +85,7 @@ def load_initial(args: list[str]) -> dict:
     overrides = [a for a in args[1:] if a != "--set"]
     config = load_config(ROOT / args[0], overrides)
     if config.kind == "rl":
-        from metarl.cli import make_family
+        from metarl.rl.families import make_family
         from metarl.rl.train import build_policy
 
         probe = make_family(config).make_env()

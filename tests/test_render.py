@@ -7,8 +7,9 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported (headless)
 
-from metarl.cli import main, make_family  # noqa: E402
+from metarl.cli import main  # noqa: E402
 from metarl.config import load_config  # noqa: E402
+from metarl.rl.families import make_family  # noqa: E402
 from metarl.rl.train import train  # noqa: E402
 
 TINY = ["env=HalfCheetahDir", "iterations=1", "meta_batch_size=2", "episodes_per_task=2",

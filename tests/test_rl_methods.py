@@ -7,8 +7,9 @@ import torch
 from envs.navigation import Navigation2DFamily
 from envs.oracle import OracleFamily, task_features
 from metarl.checkpoint import load_checkpoint
-from metarl.cli import main, make_family
+from metarl.cli import main
 from metarl.config import load_config
+from metarl.rl.families import make_family
 from metarl.rl.train import build_policy, train
 
 SMALL = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "hidden_sizes=[16]",

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from metarl.checkpoint import load_checkpoint
-from metarl.cli import main, make_family
+from metarl.cli import main
 from metarl.config import ConfigError, load_config
+from metarl.rl.families import make_family
 from metarl.rl.train import train
 
 SMALL = ["meta_batch_size=8", "episodes_per_task=8", "horizon=40", "hidden_sizes=[32,32]",
@@ -158,7 +159,7 @@ def test_evaluating_a_checkpoint_of_another_family_is_a_clear_error(tmp_path, ca
 def test_load_for_sampling_restores_the_checkpoints_policy(tmp_path):
     import numpy as np
 
-    from metarl.cli import load_for_sampling
+    from metarl.rl.families import load_for_sampling
 
     run = tmp_path / "run"
     train(config("iterations=1"), make_family(config()), run, progress=False)

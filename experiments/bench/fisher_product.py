@@ -26,10 +26,10 @@ import time
 import numpy as np
 import torch
 
-from metarl.cli import make_family
 from metarl.config import load_config
 from metarl.functional import call, detach_params, flatten, params_of
 from metarl.rl.adaptation import adapt_through
+from metarl.rl.families import make_family
 from metarl.rl.fisher import make_fisher_product, third_order_product
 from metarl.rl.kfac import kfac_preconditioner
 from metarl.rl.losses import inner_loss, mean_kl, surrogate_loss

@@ -31,8 +31,8 @@ import time
 import numpy as np
 import torch
 
-from metarl.cli import make_family
 from metarl.config import load_config
+from metarl.rl.families import make_family
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.train import build_policy, make_env
 from metarl.runs import keep_freed_memory

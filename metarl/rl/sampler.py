@@ -51,9 +51,9 @@ def _check_finite(env, episodes: Episodes) -> None:
                                  "rewards and observations")
 
 
-def _zero_after_end(x: Tensor, mask: Tensor) -> Tensor:
-    """x (T, E, ...) with zeros where mask (T, E) is 0."""
-    running = (mask > 0).view(*mask.shape, *[1] * (x.dim() - 2))
+def _zero_after_end(x: Tensor, running: Tensor) -> Tensor:
+    """x (T, E, ...) with zeros where the bool running (T, E) is False."""
+    running = running.view(*running.shape, *[1] * (x.dim() - 2))
     return torch.where(running, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
@@ -89,11 +89,17 @@ def sample_action(dist: distributions.Distribution, generator: torch.Generator |
     raise TypeError(f"cannot sample from {type(dist).__name__}; expected a Gaussian or Categorical")
 
 
-def env_actions(actions: Tensor, action_space) -> np.ndarray:
-    """Policy actions (T, E, ...) -> what the env takes (T*E, ...), clipped to a Box."""
-    out = actions.detach().cpu().numpy()
-    out = out.reshape(-1, *out.shape[2:])
+def env_actions(actions: Tensor, action_space, on_device: bool = False):
+    """Policy actions (T, E, ...) -> what the env takes (T*E, ...), clipped to a Box:
+    a numpy array, or a tensor on the policy's device for a device-resident env."""
+    out = actions.detach().reshape(-1, *actions.shape[2:])
+    if not on_device:
+        out = out.cpu().numpy()
     if hasattr(action_space, "low") and action_space.dtype.kind == "f":
+        if on_device:
+            low, high = (torch.as_tensor(bound, device=out.device)
+                         for bound in (action_space.low, action_space.high))
+            return torch.clamp(out, low, high)
         out = np.clip(out, action_space.low, action_space.high)
     return out
 
@@ -105,7 +111,9 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
     """Run every sub-env of ``env`` for up to ``horizon`` steps.
 
     env: a task-major vector env (``num_tasks`` T, ``episodes_per_task`` E,
-        ``num_envs`` = T*E; see ``envs.base``).
+        ``num_envs`` = T*E; see ``envs.base``). One with ``metadata["device_resident"]``
+        (``envs.navigation.Navigation2DTorchVectorEnv``) is reset onto the parameters'
+        device and stepped with tensors there: no host round trip per step.
     params: stacked policy parameters, every tensor (T, ...).
     seed: passed to ``env.reset`` (sub-env i gets seed + i).
     block: (this process's tasks, total tasks) of a sharded meta-batch
@@ -118,43 +126,48 @@ def rollout(env: TaskEnv, policy: nn.Module, params: Mapping[str, Tensor], horiz
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     first = next(iter(params.values()))
     device, dtype = first.device, first.dtype  # float32, or float64 for exactness checks
+    metadata = getattr(env, "metadata", {})
+    on_device = bool(metadata.get("device_resident"))
     # An env that can hold ended episodes need not simulate the ones we discard.
-    hold = {"hold_ended": True} if getattr(env, "metadata", {}).get("hold_ended") else None
-    obs, _ = _env_call(env, "reset", seed=seed, options=hold)
-    if np.shape(obs)[1:] != env.single_observation_space.shape:
+    options = {"hold_ended": True} if metadata.get("hold_ended") else None
+    if on_device:
+        options = {**(options or {}), "device": device}
+    obs, _ = _env_call(env, "reset", seed=seed, options=options)
+    if tuple(obs.shape[1:]) != env.single_observation_space.shape:
         raise EnvOutputError(f"{_env_name(env)}: reset returned observations of shape "
-                             f"{np.shape(obs)[1:]}, its observation_space says "
+                             f"{tuple(obs.shape[1:])}, its observation_space says "
                              f"{env.single_observation_space.shape}")
-    alive = np.ones(env.num_envs, dtype=bool)
-    succeeded, reports_success = np.zeros(env.num_envs, dtype=bool), False
+
+    def as_tensor(x, kind=dtype) -> Tensor:  # a no-op for a device-resident env's outputs
+        return torch.as_tensor(x, dtype=kind, device=device)
+
+    # Flags stay tensors, and nothing below asks the device for a value: no sync per step.
+    alive = torch.ones(num_tasks, per_task, dtype=torch.bool, device=device)
+    succeeded, reports_success = torch.zeros_like(alive), False
     all_obs, all_actions, all_rewards, all_masks = [], [], [], []
     for _ in range(horizon):
-        obs_t = torch.as_tensor(obs, dtype=dtype, device=device)
-        obs_t = obs_t.view(num_tasks, per_task, *obs_t.shape[1:])
+        obs_t = as_tensor(obs).view(num_tasks, per_task, *obs.shape[1:])
         actions = sample_action(call(policy, params, obs_t), generator, block)
         obs_next, rewards, terminated, truncated, info = _env_call(
-            env, "step", env_actions(actions, env.single_action_space))
+            env, "step", env_actions(actions, env.single_action_space, on_device))
         if "success" in info:  # an episode succeeds if it does at any step
             reports_success = True
-            succeeded |= alive & (np.asarray(info["success"], dtype=np.float64) > 0)
-        mask = torch.as_tensor(alive, dtype=dtype, device=device).view(num_tasks, per_task)
-        if not alive.all():  # after an episode's end (held or reset env): zeros, not data
-            obs_t, actions = _zero_after_end(obs_t, mask), _zero_after_end(actions, mask)
-        all_obs.append(obs_t)
-        all_actions.append(actions)
-        all_masks.append(mask)
-        rewards = torch.as_tensor(np.where(alive, rewards, 0.0), dtype=dtype)
-        all_rewards.append(rewards.view(num_tasks, per_task))
-        alive &= ~(np.asarray(terminated) | np.asarray(truncated))
+            succeeded |= alive & (as_tensor(info["success"]).view_as(alive) > 0)
+        # After an episode's end (held or reset env): zeros, not data.
+        all_obs.append(_zero_after_end(obs_t, alive))
+        all_actions.append(_zero_after_end(actions, alive))
+        all_masks.append(alive.to(dtype))
+        all_rewards.append(_zero_after_end(as_tensor(rewards).view_as(alive), alive))
+        ended = as_tensor(terminated, torch.bool) | as_tensor(truncated, torch.bool)
+        alive &= ~ended.view_as(alive)
         obs = obs_next
         # No early exit when every episode has ended: the action noise drawn per
         # step must not depend on this process's tasks (sharded meta-batches).
 
     def stack(items: list[Tensor]) -> Tensor:
-        return torch.stack(items, dim=2).to(device)
+        return torch.stack(items, dim=2)
 
-    success = (torch.as_tensor(succeeded, dtype=dtype, device=device)
-               .view(num_tasks, per_task) if reports_success else None)
+    success = succeeded.to(dtype) if reports_success else None
     episodes = Episodes(obs=stack(all_obs), actions=stack(all_actions),
                         rewards=stack(all_rewards), mask=stack(all_masks), success=success)
     _check_finite(env, episodes)
