@@ -26,16 +26,15 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
 
 from metarl.config import load_config
 from metarl.rl.families import make_family
-from metarl.rl.maml_trpo import meta_update, sample_meta_batch
+from metarl.rl.maml_trpo import clock, meta_update, sample_meta_batch
 from metarl.rl.train import build_policy, make_env
-from metarl.runs import keep_freed_memory
+from metarl.runs import keep_freed_memory, resolve_device
 
 CASES = {
     "navigation": ("experiments/configs/navigation-2d.yaml", []),
@@ -50,22 +49,24 @@ PHASES = ["time/sampling", "time/adaptation", "time/gradient", "time/cg", "time/
 
 def seconds_per_phase(config_path: str, overrides: list[str], iterations: int) -> dict:
     """Mean seconds per phase, system seconds and minor faults per iteration, over
-    ``iterations`` meta-iterations after one warm-up."""
+    ``iterations`` meta-iterations after one warm-up, on the config's ``device``."""
     config = load_config(config_path, overrides)
     family = make_family(config)
     rng = np.random.default_rng(0)
     env = make_env(family, config, rng)
+    device = resolve_device(config.device)
     policy = build_policy(config, env.single_observation_space, env.single_action_space)
-    generator = torch.Generator().manual_seed(0)
+    policy.to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
     totals: dict[str, float] = {}
     for i in range(iterations + 1):
         if i == 1:  # the first iteration warms up allocators and caches
             usage = resource.getrusage(resource.RUSAGE_SELF)
         env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
-        tick = time.perf_counter()
+        tick = clock(device)
         batch, stats = sample_meta_batch(env, policy, config, [2 * i, 2 * i + 1], generator)
         stats.update(meta_update(policy, batch, config))
-        stats["total"] = time.perf_counter() - tick
+        stats["total"] = clock(device) - tick
         if i > 0:
             for key in [*PHASES, "total"]:
                 totals[key] = totals.get(key, 0.0) + stats[key] / iterations
@@ -89,8 +90,8 @@ def child(case: str, variant: str, threads: int, iterations: int) -> None:
     if keep:
         keep_freed_memory()
     path, extra = CASES[case]
-    print(json.dumps(seconds_per_phase(path, [f"threads={threads}", *extra, *overrides],
-                                       iterations)))
+    print(json.dumps(seconds_per_phase(
+        path, [f"threads={threads}", "device=cpu", *extra, *overrides], iterations)))
 
 
 def main() -> None:

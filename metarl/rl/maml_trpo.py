@@ -42,6 +42,13 @@ from metarl.rl.sampler import rollout
 from metarl.rl.trpo import check_trpo_arguments, flat_gradient, line_search, natural_gradient_step
 
 
+def clock(device: torch.device) -> float:
+    """Seconds now, once the device has run what was queued: phase times hold on a GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def advantages(episodes: Episodes, gamma: float, gae_lambda: float) -> Tensor:
     """GAE on a linear feature baseline fitted per task, normalised per task: (T, E, H)."""
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
@@ -93,13 +100,14 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
     weight = shard.weight(config.meta_batch_size)  # 1 for one process
     train: TrainBatches = []
     params = detach_params(expand_params(params_of(policy), env.num_tasks))
+    device = next(iter(params.values())).device
     iterates = [params]
     inner_steps = config.training_inner_steps
     for step in range(inner_steps + 1):
-        tick = time.perf_counter()
+        tick = clock(device)
         episodes = rollout(env, policy, params, config.horizon, env_seeds[step] + first_env,
                            generator, block)
-        stats["time/sampling"] += time.perf_counter() - tick
+        stats["time/sampling"] += clock(device) - tick
         stats[f"return/after_{step}_steps"] = weight * episodes.returns().mean().item()
         if episodes.success is not None:  # Meta-World: the share of successful episodes
             stats[f"success/after_{step}_steps"] = weight * episodes.success.mean().item()
@@ -107,12 +115,12 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
         if step == inner_steps:
             break
         train.append((episodes, adv))
-        tick = time.perf_counter()
+        tick = clock(device)
         # One step from the current constants equals the whole chain from the
         # meta-parameters that the TRPO closures differentiate.
         params = inner_step(policy, params, episodes, adv, loss, rate, inner_names)
         iterates.append(params)
-        stats["time/adaptation"] += time.perf_counter() - tick
+        stats["time/adaptation"] += clock(device) - tick
     with torch.no_grad():
         old_log_probs = log_probs(policy, params, episodes)
     steps = sum(e.mask.sum().item() for e, _ in train) + episodes.mask.sum().item()
@@ -138,6 +146,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
     if rates is not None:
         meta_params = with_rates(meta_params, rates.as_dict())
     meta_params = detach_params(meta_params)
+    device = next(iter(meta_params.values())).device
     valid, num_tasks = batch.valid, batch.valid.num_tasks
     loss, lr = inner_loss(config.inner_objective), config.inner_lr
     inner_names = inner_names_of(policy, config)
@@ -167,7 +176,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
         loss_value, kl = pool(values).tolist()
         return loss_value, kl
 
-    tick = time.perf_counter()
+    tick = clock(device)
     layout, curvature = structured_layout(policy, config), None
     if layout is not None:  # J^T of the surrogate's gradient at the adapted policies
         curvature = StructuredCurvature(layout, meta_params, batch.train, batch.iterates, valid,
@@ -180,9 +189,9 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
     else:
         loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
     loss_before, grad = pool(loss_before).item(), pool(grad)
-    timing = {"time/gradient": time.perf_counter() - tick}
+    timing = {"time/gradient": clock(device) - tick}
 
-    tick = time.perf_counter()
+    tick = clock(device)
     fisher = make_fisher_product(policy, meta_params, batch.train, batch.iterates, valid,
                                  config, kl_through_adaptation, curvature)
     preconditioner = None
@@ -196,9 +205,9 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
                                              pool)
     full_step = natural_gradient_step(grad, lambda v: pool(fisher(v)), config.max_kl,
                                       config.cg_damping, config.cg_iters, preconditioner)
-    timing["time/cg"] = time.perf_counter() - tick
+    timing["time/cg"] = clock(device) - tick
 
-    tick = time.perf_counter()
+    tick = clock(device)
     if full_step is None:  # zero gradient or a broken Fisher product: no step
         new_params, info = meta_params, {"accepted": False, "backtracks": 0,
                                          "loss_after": loss_before, "kl": 0.0}
@@ -206,7 +215,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
         new_params, info = line_search(evaluate, meta_params, flatten(meta_params), full_step,
                                        loss_before, config.max_kl, config.line_search_ratio,
                                        config.line_search_steps)
-    timing["time/line_search"] = time.perf_counter() - tick
+    timing["time/line_search"] = clock(device) - tick
     policy_params, new_rates = split_rates(new_params, lr)
     with torch.no_grad():
         for name, p in policy.named_parameters():
