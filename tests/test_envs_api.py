@@ -202,3 +202,13 @@ def test_every_builtin_vector_env_meets_the_contract_rl_is_typed_against(name, v
     assert isinstance(env, TaskEnv)
     assert (env.num_tasks, env.episodes_per_task, env.num_envs) == (2, 3, 6)
     env.close()
+
+
+def test_physics_choice_is_checked_and_warp_names_its_install(monkeypatch):
+    from envs.mujoco.half_cheetah import HalfCheetahVelFamily
+
+    with pytest.raises(ValueError, match=r"physics must be one of \('mujoco', 'warp'\)"):
+        HalfCheetahVelFamily(physics="bullet")
+    monkeypatch.setitem(sys.modules, "mujoco_warp", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install -e \"\.\[warp\]\""):
+        HalfCheetahVelFamily(physics="warp")  # said when the family is built, before a run

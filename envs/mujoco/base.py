@@ -22,6 +22,7 @@ from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
 from envs.family import BuiltinTaskFamily
 from envs.mujoco.physics import BatchPhysics, contact_force_model, default_num_threads
 
+PHYSICS = ("mujoco", "warp")
 HORIZON = 200  # the MAML paper's MuJoCo episodes; the families' and vector envs' default
 
 ASSETS_DIR = os.path.join(os.path.dirname(gym.__file__), "envs", "mujoco", "assets")
@@ -209,6 +210,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         max_episode_steps: horizon (None: no time limit).
         frame_skip, reset_noise_scale: as the single env.
         num_threads: stepping threads (default: the CPUs this process may use).
+        physics: ``"mujoco"`` (C MuJoCo, ``BatchPhysics``) or ``"warp"`` (MuJoCo Warp on
+            a GPU when present, ``envs.mujoco.warp_physics``; float32, not bit-identical).
         **rules_kwargs: reward weights of the family.
     """
 
@@ -224,8 +227,11 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         frame_skip: int = 5,
         reset_noise_scale: float = 0.1,
         num_threads: int | None = None,
+        physics: str = "mujoco",
         **rules_kwargs,
     ):
+        if physics not in PHYSICS:
+            raise ValueError(f"physics must be one of {PHYSICS}, got {physics!r}")
         self.rules = self.rules_cls(**rules_kwargs)
         tasks, episodes_per_task = check_layout(
             tasks, episodes_per_task, num_envs, self.rules.default_task
@@ -241,8 +247,15 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
         self.num_threads = default_num_threads(len(tasks) * episodes_per_task, num_threads)
         super().__init__(tasks, episodes_per_task, max_episode_steps, obs_space, action_space)
-        self.physics = BatchPhysics(self.model, self.num_envs, frame_skip, self.num_threads,
-                                    contact_forces=self.rules.needs_contact_forces)
+        if physics == "warp":
+            from envs.mujoco.warp_physics import WarpPhysics
+
+            self.physics = WarpPhysics(self.model, self.num_envs, frame_skip,
+                                       contact_forces=self.rules.needs_contact_forces)
+        else:
+            self.physics = BatchPhysics(self.model, self.num_envs, frame_skip,
+                                        self.num_threads,
+                                        contact_forces=self.rules.needs_contact_forces)
 
     def _check_task(self, task: Task) -> None:
         self.rules.check_task(task)
@@ -282,10 +295,24 @@ class MujocoTaskFamily(BuiltinTaskFamily):
         max_episode_steps: horizon (default 200).
         vectorization: ``"native"`` | ``"sync"`` | ``"async"``.
         num_threads: threads of the native env (default: the CPUs this process may use).
+        physics: the native env's engine, ``"mujoco"`` (C) or ``"warp"`` (MuJoCo Warp).
         **env_kwargs: reward weights, ``frame_skip``, ``reset_noise_scale``.
     """
 
     default_max_episode_steps = HORIZON
 
-    def __init__(self, *, num_threads: int | None = None, **kwargs):
-        super().__init__(native_kwargs={"num_threads": num_threads}, **kwargs)
+    def __init__(self, *, num_threads: int | None = None, physics: str = "mujoco", **kwargs):
+        if physics not in PHYSICS:
+            raise ValueError(f"physics must be one of {PHYSICS}, got {physics!r}")
+        if physics == "warp" and kwargs.get("vectorization", "native") != "native":
+            raise ValueError("physics 'warp' runs in the native vector env; use "
+                             "vectorization 'native'")
+        if physics == "warp" and self.env_cls.rules_cls.needs_contact_forces:
+            raise ValueError(f"{self.name}: physics 'warp' does not offer contact forces "
+                             "yet; use physics 'mujoco'")
+        if physics == "warp":
+            from envs.mujoco.warp_physics import import_warp
+
+            import_warp()  # not installed: one line now, not when the run starts
+        super().__init__(native_kwargs={"num_threads": num_threads, "physics": physics},
+                         **kwargs)
