@@ -37,8 +37,11 @@ from metarl.rl.maml_trpo import clock, meta_update, sample_meta_batch
 from metarl.rl.train import build_policy, make_env
 from metarl.runs import keep_freed_memory
 
-CASES = {"navigation": "experiments/configs/navigation-2d.yaml",
-         "halfcheetah": "experiments/configs/halfcheetah-vel.yaml"}
+CASES = {"navigation": ("experiments/configs/navigation-2d.yaml", []),
+         "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", []),
+         # GPU only (on the CPU Warp is ~10x slower than C MuJoCo), where installed.
+         "halfcheetah-warp": ("experiments/configs/halfcheetah-vel.yaml",
+                              ["env_kwargs={physics: warp}"])}
 
 
 def matmul_rate(device: torch.device, n: int) -> float:
@@ -76,19 +79,36 @@ def matmul_flops(path: str, overrides: list[str]) -> float:
 
 
 def describe(case: str, device: str) -> str:
-    env = ("numpy arrays" if device == "cpu" else "torch tensors on the GPU") \
-        if case == "navigation" else "C MuJoCo (mujoco.batch) on the CPU"
+    env = {"navigation": "numpy arrays" if device == "cpu" else "torch tensors on the GPU",
+           "halfcheetah": "C MuJoCo (mujoco.batch) on the CPU",
+           "halfcheetah-warp": "MuJoCo Warp on the GPU (CUDA graph per control step)"}[case]
     return f"{case}: physics {env}, policy and outer step on {device}"
+
+
+def devices_for(case: str) -> list[str]:
+    if not torch.cuda.is_available():
+        return [] if case == "halfcheetah-warp" else ["cpu"]
+    if case == "halfcheetah-warp":
+        try:
+            import mujoco_warp  # noqa: F401
+        except ImportError:
+            print("\nhalfcheetah-warp: skipped, mujoco-warp not installed "
+                  "(pip install -e \".[warp]\")")
+            return []
+        return ["cuda"]
+    return ["cpu", "cuda"]
 
 
 def child(case: str, device: str, threads: int, iterations: int) -> None:
     torch.set_num_threads(threads)
     keep_freed_memory()
-    overrides = [f"device={device}", f"threads={threads}"]
-    result = seconds_per_phase(CASES[case], overrides, iterations)
+    path, extra = CASES[case]
+    overrides = [f"device={device}", f"threads={threads}", *extra]
+    result = seconds_per_phase(path, overrides, iterations)
     result["matmul_rate"] = matmul_rate(torch.device(device), 4096 if device == "cuda" else 1024)
-    if device == "cpu":  # the same FLOPs on every device
-        result["flops"] = matmul_flops(CASES[case], overrides)
+    if device == "cpu" or case == "halfcheetah-warp":  # the same FLOPs on every device
+        result["flops"] = matmul_flops(path, [o for o in overrides if "physics" not in o
+                                          and not o.startswith("device=")] + ["device=cpu"])
     print(json.dumps(result))
 
 
@@ -108,19 +128,22 @@ def main() -> None:
     if args.child:
         case, device, threads, iterations = args.child
         return child(case, device, int(threads), int(iterations))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    gpu = torch.cuda.get_device_name(0) if len(devices) > 1 else "none present"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none present"
     print(f"torch {torch.__version__}, CPU {platform.processor() or platform.machine()} "
           f"({args.threads} threads), GPU: {gpu}")
     started = time.perf_counter()
     for case in CASES:
         if args.only and case != args.only:
             continue
+        devices = devices_for(case)
+        if not devices:
+            continue
         results = {device: run_child(case, device, args.threads, args.iterations)
                    for device in devices}
-        flops = results["cpu"]["flops"]
-        print(f"\n{CASES[case]}: mean of {args.iterations} meta-iterations after a warm-up; "
-              f"{flops / 1e9:.1f} GFLOP of matmuls per iteration")
+        flops = results[devices[0]]["flops"]  # counted on the CPU
+        path, extra = CASES[case]
+        print(f"\n{case} ({' '.join([path, *extra])}): mean of {args.iterations} "
+              f"meta-iterations after a warm-up; {flops / 1e9:.1f} GFLOP of matmuls each")
         for device in devices:
             print(f"  {describe(case, device)}")
         print(f"  {'seconds':22s}" + "".join(f"{d:>12s}" for d in devices)
@@ -133,9 +156,9 @@ def main() -> None:
         for device in devices:
             rate, total = results[device]["matmul_rate"], results[device]["total"]
             print(f"  {device}: matmul {rate / 1e9:.0f} GFLOP/s; floor {flops / rate:.3f} s, "
-                  f"the iteration is {total * rate / flops:.1f}x it")
-    if len(devices) == 1:
-        print("\nno GPU present: the cuda column is unmeasured")
+                  f"the iteration is {total * rate / flops:.1f}x it", flush=True)
+    if not torch.cuda.is_available():
+        print("\nno GPU present: the cuda column and MuJoCo Warp are unmeasured")
     print(f"\nbenchmark wall-clock {time.perf_counter() - started:.0f} s")
 
 
