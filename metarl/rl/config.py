@@ -61,6 +61,14 @@ class RLConfig:
         doc="K-FAC damping, relative to the mean eigenvalues of the Kronecker factors")
     line_search_steps: int = spec(15, low=1)
     line_search_ratio: float = spec(0.8, low=0, low_open=True, high=1)
+    validation_tasks: int | None = spec(
+        None, low=1, doc="choose best.pt on this many fixed validation tasks (the mean return "
+        "after 1..validation_steps inner steps, every validate_every iterations); None: on "
+        "each training meta-batch's return after the inner steps (the paper's rule, which "
+        "favours easy batches)")
+    validation_steps: int | None = spec(
+        None, low=1, doc="inner steps of the validation (None: inner_steps)")
+    validate_every: int = spec(10, low=1)
     checkpoint_every: int = spec(10, low=1)
     keep_checkpoint_every: int | None = keep_checkpoint_spec()
     log_every: int = spec(1, low=1)

@@ -21,17 +21,20 @@ from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
 
+VALIDATION_SEED = 54321  # + the run seed; evaluation's default seed is 12345
+
 
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                      steps: int, seed: int, later_factor: float = 0.5,
-                     rates: dict | None = None):
+                     rates: dict | None = None, held_out: bool = True):
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
     held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
 
     rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``.
     A family with held-out tasks of its own (``held_out()``: Meta-World's test split)
-    is evaluated on them."""
-    if hasattr(family, "held_out"):
+    is evaluated on them; ``held_out=False`` draws from the training tasks instead
+    (validation during training must not see the test split)."""
+    if held_out and hasattr(family, "held_out"):
         family = family.held_out()
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(rng, num_tasks)
@@ -64,20 +67,34 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
 
 def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                       steps: int, seed: int, later_factor: float = 0.5,
-                      rates: dict | None = None):
+                      rates: dict | None = None, held_out: bool = True):
     """(returns, success, tasks): per task after 0..steps inner steps, each
     (num_tasks, steps + 1); success is the share of successful episodes, None when
     the env reports no success."""
     returns, success, tasks = [], [], None
     for step_tasks, _, episodes_k in adapted_rollouts(policy, family, config, num_tasks,
                                                       episodes, steps, seed, later_factor,
-                                                      rates):
+                                                      rates, held_out):
         tasks = step_tasks  # the same held-out tasks at every step
         returns.append(episodes_k.returns().mean(dim=1).cpu().numpy())
         if episodes_k.success is not None:
             success.append(episodes_k.success.mean(dim=1).cpu().numpy())
     return (np.stack(returns, axis=1), np.stack(success, axis=1) if success else None,
             tasks)
+
+
+def validation_returns(policy: nn.Module, family, config,
+                       rates: dict | None = None) -> np.ndarray:
+    """Mean return after 0..``validation_steps`` inner steps, (steps + 1,), on the run's
+    fixed validation tasks: ``validation_tasks`` training-distribution tasks drawn from
+    their own seed (neither the training meta-batches' nor ``metarl evaluate``'s), with
+    the evaluation's step sizes and ``eval_episodes`` episodes."""
+    steps = config.validation_steps or config.inner_steps
+    episodes = config.eval_episodes or config.episodes_per_task
+    returns, _, _ = adaptation_curves(policy, family, config, config.validation_tasks,
+                                      episodes, steps, VALIDATION_SEED + config.seed,
+                                      rates=rates, held_out=False)
+    return returns.mean(axis=0)
 
 
 def success_summary(success: np.ndarray, tasks: list) -> dict:

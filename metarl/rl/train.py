@@ -21,6 +21,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import detach_params, params_of
 from metarl.meta import MetaSGDRates
 from metarl.models import CategoricalPolicy, GaussianPolicy
+from metarl.rl.evaluate import validation_returns
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
 from metarl.runs import Run, TrainingLoop, setup_torch
@@ -42,6 +43,11 @@ def make_env(family, config, rng: np.random.Generator, shard: Shard = SINGLE_PRO
     """The family's vector env over this process's block of the first meta-batch."""
     tasks = family.sample_tasks(rng, config.meta_batch_size)
     return family.make_vector_env(tasks[shard.tasks(len(tasks))], config.episodes_per_task)
+
+
+def validation_due(config, iteration: int) -> bool:
+    """Validate the parameters that sample iteration ``iteration`` (0-based)?"""
+    return iteration % config.validate_every == 0 or iteration + 1 == config.iterations
 
 
 def train(config, family, run_dir: str | Path, resume: bool = False,
@@ -99,9 +105,17 @@ def train(config, family, run_dir: str | Path, resume: bool = False,
                 raise EnvOutputError(f"iteration {iteration + 1}: {err}; the run's last "
                                      "checkpoint stays as it was") from None
             post = stats[f"return/after_{inner_steps}_steps"]
-            if post > best:  # the paper evaluates the best iterate: these are its parameters
-                best = post
+            if config.validation_tasks is None and post > best:
+                best = post  # the paper evaluates the best iterate: these are its parameters
                 checkpoint(iteration, path_best=True)
+            if config.validation_tasks is not None and validation_due(config, iteration):
+                curve = validation_returns(policy, family, config,
+                                           None if rates is None else rates.as_dict())
+                run.log(iteration + 1, {f"validation/return_after_{k}_steps": float(value)
+                                        for k, value in enumerate(curve)})  # log_every or not
+                if curve[1:].mean() > best:  # every rank alike: the same tasks and seeds
+                    best = float(curve[1:].mean())
+                    checkpoint(iteration, path_best=True)
             outer_tick = time.perf_counter()
             if config.method != "random":  # the random baseline keeps its initialisation
                 stats.update(meta_update(policy, batch, config, shard, rates))
