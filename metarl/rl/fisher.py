@@ -128,44 +128,40 @@ def inner_gradients(policy: nn.Module, train: TrainBatches, iterates: list[Param
     return out
 
 
-class StructuredCurvature:
-    """The adaptation's Jacobian J and the adapted policies' Fisher F' for metarl's MLP
-    policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation.
+class AdaptationJacobian:
+    """J = J_K ... J_1, the Jacobian of the adaptation, and its transpose.
 
-    Built once per meta-iteration; ``product`` is J^T F' J (J = I when
-    ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
-    gradient at the adapted policies, both flat like the meta-parameters. J per step
-    as in ``autograd_product``: (u, a) -> (u - R H_k u - g_k a, a), which covers MAML,
-    ANIL (R = lr on ``inner_names``) and Meta-SGD (R its rates; ``policy`` is then
-    needed for the inner gradients g_k).
+    Per inner step theta_{k+1} = theta_k - R g_k(theta_k), so
+    J_k (u, a) = (u - R H_k u - g_k a, a) and J_k^T (w, b) = (w - H_k R w, b - sum over
+    tasks g_k w): R is lr (MAML), lr on the adapted names only (ANIL), or Meta-SGD's
+    rates (elementwise), whose directions a enter through the step's gradient g_k.
+
+    names, rates, learned: ``step_rates``. hessians: per step, u -> H_k u on stacked
+    (T, ...) dicts by name, or None where first order drops the term. gradients: per
+    step, g_k by name (Meta-SGD only, else empty). No steps: J = I.
     """
 
-    def __init__(self, layout: MLPLayout, meta_params: Mapping[str, Tensor],
-                 train: TrainBatches, iterates: list[Params], valid: Episodes,
-                 inner_objective: str, inner_lr: float, first_order: bool,
-                 policy: nn.Module | None = None, inner_names=None):
-        self.like, buffers = detach_params(meta_params), Buffers()
-        self.names, self.rates, self.learned = step_rates(meta_params, inner_lr, inner_names)
-        self.num_tasks, self.first_order = valid.num_tasks, first_order
-        self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
-        # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
-        steps = train if self.learned or not first_order else []
-        self.hessians = [None if first_order else
-                         InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
-                         for (episodes, adv), point in zip(steps, iterates)]
-        self.gradients = ([dict(zip(self.names, g)) for g in inner_gradients(
-            policy, steps, iterates, inner_loss(inner_objective))] if self.learned else [])
+    def __init__(self, like: Params, names: list[str], rates: list, learned: bool,
+                 hessians: list, gradients: list[Params], num_tasks: int):
+        self.like, self.names, self.rates, self.learned = like, names, rates, learned
+        self.hessians, self.gradients, self.num_tasks = hessians, gradients, num_tasks
 
-    def _forward(self, k: int, u: Params, a: Params) -> Params:  # J_k (u, a)
-        if self.hessians[k] is not None:
-            hu = self.hessians[k](u)
-            u = {n: u[n] - r * hu[n] for n, r in zip(self.names, self.rates)}
-        if self.learned:
-            u = {n: u[n] - self.gradients[k][n] * a[n] for n in self.names}
+    def apply(self, vector: Tensor) -> Params:
+        """J v: flat like the meta-parameters -> stacked (T, ...) policy directions."""
+        v = unflatten(vector, self.like)
+        u = {n: t.contiguous() for n, t in
+             expand_params({n: v[n] for n in self.names}, self.num_tasks).items()}
+        a = {n: v[RATE_PREFIX + n] for n in self.names} if self.learned else {}
+        for k, hessian in enumerate(self.hessians):
+            if hessian is not None:
+                hu = hessian(u)
+                u = {n: u[n] - r * hu[n] for n, r in zip(self.names, self.rates)}
+            if self.learned:
+                u = {n: u[n] - self.gradients[k][n] * a[n] for n in self.names}
         return u
 
-    def _transpose(self, w: Params) -> Tensor:
-        """J^T w, summed over tasks: stacked (T, ...) -> flat."""
+    def transpose(self, w: Params) -> Tensor:
+        """J^T w, summed over tasks: stacked (T, ...) -> flat like the meta-parameters."""
         b = {n: torch.zeros_like(w[n][0]) for n in self.names} if self.learned else {}
         for k in reversed(range(len(self.hessians))):
             if self.learned:
@@ -175,23 +171,52 @@ class StructuredCurvature:
                 w = {n: w[n] - h[n] for n in self.names}
         return flatten([w[n].sum(dim=0) for n in self.names] + [b[n] for n in b])
 
+
+class StructuredCurvature:
+    """The adaptation's Jacobian J and the adapted policies' Fisher F' for metarl's MLP
+    policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation.
+
+    Built once per meta-iteration; ``product`` is J^T F' J (J = I when
+    ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
+    gradient at the adapted policies, both flat like the meta-parameters. J is an
+    ``AdaptationJacobian`` (MAML, ANIL, and Meta-SGD, for whose inner gradients g_k
+    ``policy`` is needed).
+    """
+
+    def __init__(self, layout: MLPLayout, meta_params: Mapping[str, Tensor],
+                 train: TrainBatches, iterates: list[Params], valid: Episodes,
+                 inner_objective: str, inner_lr: float, first_order: bool,
+                 policy: nn.Module | None = None, inner_names=None):
+        buffers = Buffers()
+        names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
+        self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
+        # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
+        steps = train if learned or not first_order else []
+        hessians = [None if first_order else
+                    InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
+                    for (episodes, adv), point in zip(steps, iterates)]
+        gradients = ([dict(zip(names, g)) for g in inner_gradients(
+            policy, steps, iterates, inner_loss(inner_objective))] if learned else [])
+        self.jacobian = AdaptationJacobian(detach_params(meta_params), names, rates, learned,
+                                           hessians, gradients, valid.num_tasks)
+
     def product(self, vector: Tensor) -> Tensor:
-        v = unflatten(vector, self.like)
-        u = expand_params({n: v[n] for n in self.names}, self.num_tasks)
-        a = {n: v[RATE_PREFIX + n] for n in self.names} if self.learned else {}
-        for k in range(len(self.hessians)):
-            u = self._forward(k, u, a)
-        return self._transpose(self.fisher(u))
+        return self.jacobian.transpose(self.fisher(self.jacobian.apply(vector)))
 
     def meta_gradient(self, advantages: Tensor) -> Tensor:
         """Gradient of ``rl.losses.surrogate_loss`` through the adaptation, at the
         meta-parameters whose adapted policies sampled ``valid`` (advantages (T, E, H))."""
-        return self._transpose(self.fisher.surrogate_gradient(advantages))
+        return self.jacobian.transpose(self.fisher.surrogate_gradient(advantages))
 
 
 def _hvp(grads: list[Tensor], points: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
     """Hessian-vector product from a gradient graph: d(grads . vectors)/d points."""
     return list(torch.autograd.grad(grads, points, grad_outputs=vectors, retain_graph=True))
+
+
+def _dict_hvp(names: list[str], grads: list[Tensor], points: list[Tensor]):
+    """u -> H u on dicts by name, H the Hessian whose gradient graph is ``grads``."""
+    return lambda u: dict(zip(names, _hvp(grads, points, [u[n] for n in names])))
 
 
 def _kl_hessian(policy: nn.Module, point: Mapping[str, Tensor], valid: Episodes,
@@ -224,55 +249,30 @@ def autograd_product(
     pass the iterates of the full adaptation: the inner Hessians are then estimated
     on the subsample but taken where the adaptation really went, and the KL's
     Hessian is taken at ``old_dist``'s parameters, where it is the Fisher matrix.
-
-    Per inner step theta_{k+1} = theta_k - R g_k(theta_k), so
-    J_k (u, a) = (u - R H_k u - g_k a, a): R is lr (MAML), lr on ``inner_names``
-    only (ANIL), or Meta-SGD's rates (elementwise), whose directions a enter through
-    the step's gradient g_k; J_k^T (w, b) = (w - H_k R w, b - sum over tasks g_k w).
+    J is an ``AdaptationJacobian`` (MAML, ANIL, Meta-SGD) with double-backward H_k.
     """
     names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
-    num_tasks = valid.num_tasks
     if iterates is None:
-        iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr, num_tasks,
-                                  inner_names)
+        iterates = inner_iterates(policy, meta_params, train, inner_loss, inner_lr,
+                                  valid.num_tasks, inner_names)
     if len(iterates) != len(train) + 1:
         raise ValueError(f"need {len(train) + 1} adaptation iterates, got {len(iterates)}")
-    # Per inner step: (point leaves, their inner-loss gradient graph). First order drops
-    # the H_k terms; Meta-SGD's g_k a terms stay.
-    steps = []
+    # Per inner step, the inner loss's gradient graph at its iterate: its double backward
+    # is H_k (dropped in first order); Meta-SGD's g_k a terms stay.
+    hessians, gradients = [], []
     for (episodes, adv), point in zip([] if first_order and not learned else train, iterates):
         leaves = [point[k].detach().clone().requires_grad_() for k in names]
         loss = inner_loss(policy, dict(zip(names, leaves)), episodes, adv)
         grads = list(torch.autograd.grad(loss, leaves, create_graph=not first_order))
-        steps.append((leaves, grads))
+        hessians.append(None if first_order else _dict_hvp(names, grads, leaves))
+        gradients.append({n: g.detach() for n, g in zip(names, grads)})
     final, kl_grads = _kl_hessian(policy, iterates[-1], valid, old_dist)
-    like = detach_params(meta_params)
-
-    def forward_step(leaves, grads, u, a):  # J_k (u, a), the policy part
-        if not first_order:
-            u = [ui - r * h for ui, r, h in zip(u, rates, _hvp(grads, leaves, u))]
-        if learned:
-            u = [ui - g.detach() * ai for ui, g, ai in zip(u, grads, a)]
-        return u
-
-    def transpose_step(leaves, grads, w, b):  # J_k^T (w, b)
-        if learned:
-            b = [bi - (g.detach() * wi).sum(dim=0) for bi, g, wi in zip(b, grads, w)]
-        if not first_order:
-            h = _hvp(grads, leaves, [r * wi for r, wi in zip(rates, w)])
-            w = [wi - hi for wi, hi in zip(w, h)]
-        return w, b
+    jacobian = AdaptationJacobian(detach_params(meta_params), names, rates, learned,
+                                  hessians, gradients if learned else [], valid.num_tasks)
+    fisher = _dict_hvp(names, kl_grads, final)
 
     def product(vector: Tensor) -> Tensor:
-        v = unflatten(vector, like)
-        u = [t.contiguous() for t in expand_params({k: v[k] for k in names}, num_tasks).values()]
-        a = [v[RATE_PREFIX + k] for k in names] if learned else []
-        for leaves, grads in steps:
-            u = forward_step(leaves, grads, u, a)
-        w, b = _hvp(kl_grads, final, u), [torch.zeros_like(ai) for ai in a]
-        for leaves, grads in reversed(steps):
-            w, b = transpose_step(leaves, grads, w, b)
-        return flatten([t.sum(dim=0) for t in w] + b).detach()
+        return jacobian.transpose(fisher(jacobian.apply(vector))).detach()
 
     return product
 
