@@ -308,8 +308,9 @@ class MujocoTaskFamily(BuiltinTaskFamily):
             raise ValueError("physics 'warp' runs in the native vector env; use "
                              "vectorization 'native'")
         if physics == "warp" and self.env_cls.rules_cls.needs_contact_forces:
-            raise ValueError(f"{self.name}: physics 'warp' does not offer contact forces "
-                             "yet; use physics 'mujoco'")
+            raise ValueError(f"{self.name}: physics 'warp' is not validated with contact "
+                             "forces (its ground contacts differ from C MuJoCo's); use "
+                             "physics 'mujoco'")
         if physics == "warp":
             from envs.mujoco.warp_physics import import_warp
 
