@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium.vector import VectorWrapper
 from gymnasium.wrappers import TimeLimit
 
-from envs.base import Task, check_num_tasks
+from envs.base import Task, check_max_episode_steps, check_num_tasks
 
 ADAPTER_VECTORIZATIONS = ("sync", "async", "processes")
 
@@ -168,8 +168,7 @@ class EnvTaskFamily:
             raise ValueError(
                 f"vectorization must be one of {ADAPTER_VECTORIZATIONS}, got {vectorization!r}"
             )
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        check_max_episode_steps(max_episode_steps)
         self.env_fn = env_fn
         self._sample_tasks = sample_tasks
         self.name = name or getattr(env_fn, "__name__", type(env_fn).__name__)

@@ -92,6 +92,12 @@ def check_layout(
     return tasks, int(episodes_per_task)
 
 
+def check_max_episode_steps(max_episode_steps: int | None) -> None:
+    """One-line ValueError unless the horizon is None or at least 1."""
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+
+
 def check_num_tasks(tasks: list[Task], num_tasks: int) -> list[Task]:
     """``tasks`` as a list, or a one-line ValueError unless there are ``num_tasks`` of them."""
     tasks = list(tasks)
@@ -135,8 +141,7 @@ class TaskVectorEnv(VectorEnv):
         single_observation_space: gym.spaces.Box,
         single_action_space: gym.spaces.Box,
     ):
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        check_max_episode_steps(max_episode_steps)
         self.num_tasks = len(tasks)
         self.episodes_per_task = episodes_per_task
         self.num_envs = self.num_tasks * episodes_per_task

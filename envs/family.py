@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.wrappers import TimeLimit
 
 from envs.adapter import TaskVectorWrapper, make_task_vector_env
-from envs.base import VECTORIZATIONS, Task, TaskVectorEnv
+from envs.base import VECTORIZATIONS, Task, TaskVectorEnv, check_max_episode_steps
 
 
 def check_range(low: float, high: float, what: str, *, min_low: float | None = None) -> None:
@@ -81,8 +81,7 @@ class BuiltinTaskFamily:
         **env_kwargs,
     ):
         self._check_vectorization(vectorization)
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        check_max_episode_steps(max_episode_steps)
         self.max_episode_steps = max_episode_steps or self.default_max_episode_steps
         self.vectorization = vectorization
         self.native_kwargs = dict(native_kwargs or {})

@@ -39,7 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.base import Task, TaskVectorEnv, check_layout, check_num_tasks, check_task_keys
+from envs.base import (
+    Task,
+    TaskVectorEnv,
+    check_layout,
+    check_max_episode_steps,
+    check_num_tasks,
+    check_task_keys,
+)
 from envs.family import BuiltinTaskFamily, check_range
 
 MAX_SPEED = 0.1
@@ -191,8 +198,7 @@ class Navigation2DTorchVectorEnv:
         max_episode_steps: int | None = HORIZON,
     ):
         tasks, episodes_per_task = check_layout(tasks, episodes_per_task, num_envs, DEFAULT_TASK)
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        check_max_episode_steps(max_episode_steps)
         self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
         self.num_envs = self.num_tasks * episodes_per_task
         self.max_episode_steps = max_episode_steps
