@@ -32,6 +32,10 @@ class RLConfig:
     horizon: int = spec(100, low=1, doc="maximum steps per episode (H)")
     inner_lr: float = spec(0.1, low=0, low_open=True)
     inner_steps: int = spec(1, low=1)
+    multi_step_loss: bool = spec(
+        False, doc="outer objective and KL bound: the mean over k = 1..inner_steps of the "
+        "policies after k inner steps, each on the episodes it sampled (MAML++'s multi-step "
+        "loss, for RL: no extra sampling); false: after the last step only (MAML)")
     first_order: bool = False
     inner_objective: Literal["reinforce", "lvc", "dice"] = "reinforce"
     hidden_sizes: list[int] = spec([100, 100], low=1)
@@ -84,6 +88,12 @@ class RLConfig:
         return self.inner_steps if self.method in ("maml", "metasgd", "anil") else 0
 
     def validate(self) -> None:
+        if self.multi_step_loss and self.training_inner_steps < 2:
+            raise ConfigError("config key 'multi_step_loss': needs inner_steps >= 2 and a "
+                              "method that adapts (maml, metasgd, anil)")
+        if self.multi_step_loss and self.cg_preconditioner == "kfac":
+            raise ConfigError("config key 'cg_preconditioner': kfac is built on the last "
+                              "step's policies only; use none with multi_step_loss")
         if self.method == "metasgd" and self.fisher == "adapted":
             raise ConfigError("config key 'fisher': adapted has no curvature for Meta-SGD's "
                               "rates; use exact or autograd with method metasgd")

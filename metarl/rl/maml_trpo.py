@@ -15,6 +15,7 @@ closures, so the meta-gradient, every line-search loss and KL, and (with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -131,14 +132,45 @@ def sample_meta_batch(env: TaskEnv, policy: nn.Module, config, env_seeds: list[i
     return MetaBatch(train, iterates, episodes, adv, old_log_probs), stats
 
 
+@dataclass(frozen=True)
+class OuterTerm:
+    """One term of the outer objective: the policies after ``steps`` inner steps, judged
+    on the episodes they sampled (their advantages, and log-probabilities under them)."""
+
+    steps: int
+    episodes: Episodes
+    advantages: Tensor
+    log_probs: Tensor
+
+
+def outer_terms(policy: nn.Module, batch: MetaBatch, multi_step_loss: bool) -> list[OuterTerm]:
+    """What the TRPO step averages: the policies after the last inner step (MAML), or
+    after each of the K inner steps (``multi_step_loss``): the episodes after step k < K
+    are those the (k + 1)-th step adapted on, so no extra sampling is needed."""
+    terms = [OuterTerm(len(batch.train), batch.valid, batch.valid_advantages,
+                       batch.valid_log_probs)]
+    if multi_step_loss:
+        with torch.no_grad():
+            terms[:0] = [OuterTerm(k, episodes, adv, log_probs(policy, batch.iterates[k], episodes))
+                         for k, (episodes, adv) in enumerate(batch.train) if k > 0]
+    return terms
+
+
+def mean_of(values: list[Tensor]) -> Tensor:
+    """The mean of equally shaped tensors; one term is returned as it is, bit for bit."""
+    return values[0] if len(values) == 1 else torch.stack(values).mean(0)
+
+
 def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SINGLE_PROCESS,
                 rates: nn.Module | None = None) -> dict[str, float]:
     """TRPO step on the policy's meta-parameters (written into the module), and on
     Meta-SGD's ``rates`` (a ``metarl.meta.MetaSGDRates``) with them.
 
-    With several processes, every mean over this process's tasks (losses, KLs,
-    gradients, Fisher products, K-FAC factors) is pooled into the mean over the
-    meta-batch (``Shard.pooled``), so all processes take the same step.
+    The surrogate, the KL bound and the Fisher product are means over the
+    ``outer_terms`` (one term unless ``config.multi_step_loss``). With several
+    processes, every mean over this process's tasks (losses, KLs, gradients, Fisher
+    products, K-FAC factors) is pooled into the mean over the meta-batch
+    (``Shard.pooled``), so all processes take the same step.
     """
     check_trpo_arguments(config.max_kl, config.line_search_ratio, config.line_search_steps)
     pool = shard.pooled(config.meta_batch_size)
@@ -147,64 +179,71 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
         meta_params = with_rates(meta_params, rates.as_dict())
     meta_params = detach_params(meta_params)
     device = next(iter(meta_params.values())).device
-    valid, num_tasks = batch.valid, batch.valid.num_tasks
+    num_tasks = batch.valid.num_tasks
     loss, lr = inner_loss(config.inner_objective), config.inner_lr
     inner_names = inner_names_of(policy, config)
+    terms = outer_terms(policy, batch, config.multi_step_loss)
     with torch.no_grad():
-        old_dist = call(policy, batch.valid_params, valid.obs)
+        old_dists = [call(policy, batch.iterates[t.steps], t.episodes.obs) for t in terms]
 
-    def adapted(params: Params) -> Params:
-        return adapt_through(policy, params, batch.train, loss, lr, config.first_order,
+    def adapted(params: Params, steps: int) -> Params:
+        return adapt_through(policy, params, batch.train[:steps], loss, lr, config.first_order,
                              num_tasks, inner_names)
 
     def surrogate_through_adaptation(params: Params) -> Tensor:
-        return surrogate_loss(policy, adapted(params), valid, batch.valid_advantages,
-                              batch.valid_log_probs)
+        return mean_of([surrogate_loss(policy, adapted(params, t.steps), t.episodes,
+                                       t.advantages, t.log_probs) for t in terms])
 
-    def kl_through_adaptation(params: Params) -> Tensor:
-        return mean_kl(old_dist, call(policy, adapted(params), valid.obs), valid.mask)
+    def kl_through_adaptation(term: OuterTerm, old_dist) -> Callable[[Params], Tensor]:
+        return lambda params: mean_kl(old_dist, call(policy, adapted(params, term.steps),
+                                                     term.episodes.obs), term.episodes.mask)
 
     def evaluate(params: Params) -> tuple[float, float]:  # a line-search candidate
-        last = inner_iterates(policy, params, batch.train, loss, lr, num_tasks,
-                              inner_names)[-1]
+        iterates = inner_iterates(policy, params, batch.train, loss, lr, num_tasks, inner_names)
+        values = []
         with torch.no_grad():
-            dist = call(policy, last, valid.obs)
-            values = torch.stack([
-                surrogate(dist.log_prob(valid.actions), batch.valid_log_probs,
-                          batch.valid_advantages, valid.mask),
-                mean_kl(old_dist, dist, valid.mask)]).double()
-        loss_value, kl = pool(values).tolist()
+            for term, old_dist in zip(terms, old_dists):
+                dist = call(policy, iterates[term.steps], term.episodes.obs)
+                values.append(torch.stack([
+                    surrogate(dist.log_prob(term.episodes.actions), term.log_probs,
+                              term.advantages, term.episodes.mask),
+                    mean_kl(old_dist, dist, term.episodes.mask)]))
+        loss_value, kl = pool(mean_of(values).double()).tolist()
         return loss_value, kl
 
     tick = clock(device)
-    layout, curvature = structured_layout(policy, config), None
+    layout, curvatures = structured_layout(policy, config), [None] * len(terms)
     if layout is not None:  # J^T of the surrogate's gradient at the adapted policies
-        curvature = StructuredCurvature(layout, meta_params, batch.train, batch.iterates, valid,
-                                        config.inner_objective, lr, config.first_order, policy,
-                                        inner_names)
-        grad = curvature.meta_gradient(batch.valid_advantages)
-        with torch.no_grad():  # every ratio is 1 at the policies that sampled ``valid``
-            loss_before = surrogate(batch.valid_log_probs, batch.valid_log_probs,
-                                    batch.valid_advantages, valid.mask)
+        curvatures = [StructuredCurvature(layout, meta_params, batch.train[:t.steps],
+                                          batch.iterates[:t.steps + 1], t.episodes,
+                                          config.inner_objective, lr, config.first_order,
+                                          policy, inner_names) for t in terms]
+        grad = mean_of([c.meta_gradient(t.advantages) for c, t in zip(curvatures, terms)])
+        with torch.no_grad():  # every ratio is 1 at the policies that sampled the episodes
+            loss_before = mean_of([surrogate(t.log_probs, t.log_probs, t.advantages,
+                                             t.episodes.mask) for t in terms])
     else:
         loss_before, grad = flat_gradient(surrogate_through_adaptation, meta_params)
     loss_before, grad = pool(loss_before).item(), pool(grad)
     timing = {"time/gradient": clock(device) - tick}
 
     tick = clock(device)
-    fisher = make_fisher_product(policy, meta_params, batch.train, batch.iterates, valid,
-                                 config, kl_through_adaptation, curvature)
+    products = [make_fisher_product(policy, meta_params, batch.train[:t.steps],
+                                    batch.iterates[:t.steps + 1], t.episodes, config,
+                                    kl_through_adaptation(t, old), curvature)
+                for t, old, curvature in zip(terms, old_dists, curvatures)]
     preconditioner = None
-    if config.cg_preconditioner == "kfac":
+    if config.cg_preconditioner == "kfac":  # the config refuses it with multi_step_loss
         mlp = mlp_layout(policy)
         if mlp is None:
             raise ValueError("cg_preconditioner: kfac supports metarl's MLP policies only")
-        policy_fisher = (curvature.fisher if curvature is not None
-                         else PolicyFisher(mlp, batch.valid_params, valid, Buffers()))
+        policy_fisher = (curvatures[-1].fisher if curvatures[-1] is not None
+                         else PolicyFisher(mlp, batch.valid_params, batch.valid, Buffers()))
         preconditioner = kfac_preconditioner(policy_fisher, meta_params, config.kfac_damping,
                                              pool)
-    full_step = natural_gradient_step(grad, lambda v: pool(fisher(v)), config.max_kl,
-                                      config.cg_damping, config.cg_iters, preconditioner)
+    full_step = natural_gradient_step(grad, lambda v: pool(mean_of([p(v) for p in products])),
+                                      config.max_kl, config.cg_damping, config.cg_iters,
+                                      preconditioner)
     timing["time/cg"] = clock(device) - tick
 
     tick = clock(device)
