@@ -100,7 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
                              num_tasks=default(args.tasks, 40), episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt",
-                             inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5))
+                             inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5),
+                             samples=args.samples)
         curves = {result["method"]: result["curve"]}
         if "success" in result:
             curves["success"] = result["success"]
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shots", default="5,10,20", help="sinusoid support sizes")
     evaluate.add_argument("--episodes", type=count(1), help="RL episodes per task and step "
                           "(default: the run's eval_episodes, else its episodes_per_task)")
+    evaluate.add_argument("--samples", type=count(1), help="RL: at least this many steps per "
+                          "task and step, in whole episodes (default: the run's eval_samples)")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "
                           "(RL default: the best iterate, as the paper evaluates)")

@@ -28,7 +28,11 @@ class RLConfig:
     episodes_per_task: int = spec(20, low=1, doc="episodes per task and inner step (E)")
     eval_episodes: int | None = spec(
         None, low=1, doc="episodes per task and inner step in `metarl evaluate` (None: "
-        "episodes_per_task); the MAML paper's test scripts sample 4000 steps per update")
+        "episodes_per_task)")
+    eval_samples: int | None = spec(
+        None, low=1, doc="`metarl evaluate`: at least this many steps per task and inner step, "
+        "in whole episodes (rounds of eval_episodes until every task has them); the MAML "
+        "paper's test scripts take 4000. None: eval_episodes episodes, however long")
     horizon: int = spec(100, low=1, doc="maximum steps per episode (H)")
     inner_lr: float = spec(0.1, low=0, low_open=True)
     inner_steps: int = spec(1, low=1)

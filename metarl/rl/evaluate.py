@@ -4,19 +4,26 @@ Protocol (MAML paper, section 5.3): held-out tasks sampled with their own
 seed; at every step fresh episodes are rolled out with the policy adapted so
 far, then one policy-gradient step is taken on them, with step size alpha for
 the first step and alpha / 2 after (configurable). All tasks are batched.
+
+How many episodes: E per task and step, or, with ``samples``, whole episodes
+until each task has at least that many steps, as the paper's test scripts
+collect them (rllab's sampler, 4000 steps per update): once episodes end at the
+goal, E episodes hold fewer steps than that.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from metarl.evaluate import load_run, mean_ci95, step_sizes, with_inner_lr
 from metarl.functional import detach_params, expand_params, params_of
 from metarl.rl.adaptation import inner_names_of, inner_step
+from metarl.rl.episodes import Episodes
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
@@ -24,11 +31,58 @@ from metarl.rl.sampler import rollout
 VALIDATION_SEED = 54321  # + the run seed; evaluation's default seed is 12345
 
 
+def concat_episodes(parts: list[Episodes]) -> Episodes:
+    """Episodes of the same tasks side by side: (T, E_1 + E_2 + ..., H, ...)."""
+    if len(parts) == 1:
+        return parts[0]
+    success = None if parts[0].success is None else torch.cat([p.success for p in parts], 1)
+    return Episodes(*(torch.cat([getattr(p, name) for p in parts], 1)
+                      for name in ("obs", "actions", "rewards", "mask")), success=success)
+
+
+def first_episodes_with(episodes: Episodes, samples: int) -> Episodes:
+    """Per task, the first episodes that reach ``samples`` steps, the last one whole (it
+    crosses the count); the later episodes are masked out entirely. (T, E, H, ...)."""
+    lengths = episodes.mask.sum(-1)  # (T, E)
+    keep = (lengths.cumsum(1) - lengths < samples).to(episodes.mask.dtype)
+    return replace(episodes, mask=episodes.mask * keep[..., None])
+
+
+def episode_weights(episodes: Episodes) -> Tensor:
+    """(T, E): 1 for the episodes that count, 0 for those masked out (no valid step)."""
+    return episodes.mask[..., 0]
+
+
+def per_episode_mean(values: Tensor, episodes: Episodes) -> Tensor:
+    """Mean of (T, E) per-episode ``values`` over each task's counted episodes: (T,)."""
+    weights = episode_weights(episodes)
+    return (values * weights).sum(1) / weights.sum(1)
+
+
+def sample_episodes(env, policy: nn.Module, params, horizon: int, rng, generator,
+                    samples: int | None = None) -> Episodes:
+    """One rollout of the env's E episodes per task, or, with ``samples``, rollouts until
+    every task has at least that many steps, trimmed by ``first_episodes_with``."""
+    parts = []
+    while True:
+        parts.append(rollout(env, policy, params, horizon, int(rng.integers(2**31 - 1)),
+                             generator))
+        if samples is None:
+            return parts[0]
+        steps = sum(part.mask.sum((1, 2)) for part in parts)
+        if bool((steps >= samples).all()):
+            return first_episodes_with(concat_episodes(parts), samples)
+
+
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                      steps: int, seed: int, later_factor: float = 0.5,
-                     rates: dict | None = None, held_out: bool = True):
+                     rates: dict | None = None, held_out: bool = True,
+                     samples: int | None = None):
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
     held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
+
+    episodes: E per task and step; with ``samples``, the round size of
+    ``sample_episodes`` (E varies with the step then; ``episode_weights`` says which count).
 
     rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``.
     A family with held-out tasks of its own (``held_out()``: Meta-World's test split)
@@ -46,8 +100,8 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     inner_names = inner_names_of(policy, config)
     try:
         for step in range(steps + 1):
-            episodes_k = rollout(env, policy, params, config.horizon,
-                                 int(rng.integers(2**31 - 1)), generator)
+            episodes_k = sample_episodes(env, policy, params, config.horizon, rng, generator,
+                                         samples)
             yield tasks, params, episodes_k
             if step == steps:
                 break
@@ -59,26 +113,27 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
 
 def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                        steps: int, seed: int, later_factor: float = 0.5,
-                       rates: dict | None = None) -> np.ndarray:
+                       rates: dict | None = None, samples: int | None = None) -> np.ndarray:
     """Mean episode return per task after 0..steps inner steps: (num_tasks, steps + 1)."""
     return adaptation_curves(policy, family, config, num_tasks, episodes, steps, seed,
-                             later_factor, rates)[0]
+                             later_factor, rates, samples=samples)[0]
 
 
 def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                       steps: int, seed: int, later_factor: float = 0.5,
-                      rates: dict | None = None, held_out: bool = True):
+                      rates: dict | None = None, held_out: bool = True,
+                      samples: int | None = None):
     """(returns, success, tasks): per task after 0..steps inner steps, each
     (num_tasks, steps + 1); success is the share of successful episodes, None when
     the env reports no success."""
     returns, success, tasks = [], [], None
     for step_tasks, _, episodes_k in adapted_rollouts(policy, family, config, num_tasks,
                                                       episodes, steps, seed, later_factor,
-                                                      rates, held_out):
+                                                      rates, held_out, samples):
         tasks = step_tasks  # the same held-out tasks at every step
-        returns.append(episodes_k.returns().mean(dim=1).cpu().numpy())
+        returns.append(per_episode_mean(episodes_k.returns(), episodes_k).cpu().numpy())
         if episodes_k.success is not None:
-            success.append(episodes_k.success.mean(dim=1).cpu().numpy())
+            success.append(per_episode_mean(episodes_k.success, episodes_k).cpu().numpy())
     return (np.stack(returns, axis=1), np.stack(success, axis=1) if success else None,
             tasks)
 
@@ -88,12 +143,13 @@ def validation_returns(policy: nn.Module, family, config,
     """Mean return after 0..``validation_steps`` inner steps, (steps + 1,), on the run's
     fixed validation tasks: ``validation_tasks`` training-distribution tasks drawn from
     their own seed (neither the training meta-batches' nor ``metarl evaluate``'s), with
-    the evaluation's step sizes and ``eval_episodes`` episodes."""
+    the evaluation's step sizes and episodes (``eval_episodes``, ``eval_samples``)."""
     steps = config.validation_steps or config.inner_steps
     episodes = config.eval_episodes or config.episodes_per_task
     returns, _, _ = adaptation_curves(policy, family, config, config.validation_tasks,
                                       episodes, steps, VALIDATION_SEED + config.seed,
-                                      rates=rates, held_out=False)
+                                      rates=rates, held_out=False,
+                                      samples=config.eval_samples)
     return returns.mean(axis=0)
 
 
@@ -128,22 +184,28 @@ def load_policy(run_dir: str | Path, family, checkpoint: str):
 
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
-                checkpoint: str = "best.pt", inner_lr: float | None = None) -> dict:
+                checkpoint: str = "best.pt", inner_lr: float | None = None,
+                samples: int | None = None) -> dict:
     """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run.
 
     inner_lr: the first step's size (None: the trained one); later steps are
-    ``later_factor`` times it.
+    ``later_factor`` times it. episodes, samples: None takes the run's
+    ``eval_episodes`` (else ``episodes_per_task``) and ``eval_samples``.
     """
     config, state, policy = load_policy(run_dir, family, checkpoint)
     config = with_inner_lr(config, inner_lr)
     if episodes is None:
         episodes = config.eval_episodes or config.episodes_per_task
+    if samples is None:
+        samples = config.eval_samples
     per_task, success, tasks = adaptation_curves(policy, family, config, num_tasks, episodes,
-                                                 steps, seed, later_factor, inner_rates(state))
+                                                 steps, seed, later_factor, inner_rates(state),
+                                                 samples=samples)
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
-            "tasks": num_tasks, "episodes": episodes, "seed": seed, "metric": "return",
+            "tasks": num_tasks, "episodes": episodes, "samples": samples, "seed": seed,
+            "metric": "return",
             "step_sizes": (step_sizes(config.inner_lr, steps, later_factor)
                            if inner_rates(state) is None else "learned (Meta-SGD)"),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],

@@ -22,10 +22,11 @@ def adaptation_paths(policy, family, config, num_tasks: int, episodes: int, step
     """(goals (T, 2), per step k = 0..steps a list over tasks of E paths, each (n_k, 2))."""
     paths, goals = [], None
     for tasks, _, batch in adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
-                                         seed, later_factor, rates):
+                                         seed, later_factor, rates,
+                                         samples=config.eval_samples):
         goals = np.stack([np.asarray(t["goal"], dtype=np.float64) for t in tasks])
         obs, mask = batch.obs.cpu().numpy(), batch.mask.cpu().numpy() > 0
-        paths.append([[obs[t, e][mask[t, e]] for e in range(obs.shape[1])]
+        paths.append([[obs[t, e][mask[t, e]] for e in range(obs.shape[1]) if mask[t, e, 0]]
                       for t in range(obs.shape[0])])
     return goals, paths
 

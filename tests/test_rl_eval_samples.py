@@ -1,0 +1,95 @@
+"""Evaluation with a sample budget per step (``eval_samples``): whole episodes until each
+task has at least N steps, as the MAML paper's test scripts collect them (rllab)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.rl.episodes import Episodes
+from metarl.rl.evaluate import (
+    adaptation_curves,
+    first_episodes_with,
+    load_policy,
+    per_episode_mean,
+    sample_episodes,
+)
+from metarl.rl.families import make_family
+from metarl.rl.train import build_policy, train
+
+
+def episodes_of_lengths(lengths: list[list[int]], horizon: int = 10) -> Episodes:
+    """(T, E, H) episodes whose mask runs for the given lengths; reward 1 per step."""
+    mask = torch.tensor([[[1.0] * n + [0.0] * (horizon - n) for n in task] for task in lengths])
+    T, E, H = mask.shape
+    return Episodes(obs=torch.zeros(T, E, H, 2), actions=torch.zeros(T, E, H, 2),
+                    rewards=torch.ones(T, E, H), mask=mask)
+
+
+def test_first_episodes_with_keeps_whole_episodes_until_the_count_is_reached():
+    episodes = episodes_of_lengths([[4, 4, 4, 4], [10, 1, 1, 1], [2, 2, 2, 2]])
+    kept = first_episodes_with(episodes, 9)
+    # task 0: 4 + 4 < 9, the third crosses it; task 1: the first alone; task 2: all four
+    assert kept.mask.sum(-1).tolist() == [[4, 4, 4, 0], [10, 0, 0, 0], [2, 2, 2, 2]]
+    returns = per_episode_mean(kept.returns(), kept)
+    assert returns.tolist() == [4.0, 10.0, 2.0]  # masked-out episodes do not count
+
+
+def nav_config(*extra):
+    return load_config(data={"kind": "rl"}, overrides=[
+        "meta_batch_size=2", "episodes_per_task=3", "horizon=20", "hidden_sizes=[8]",
+        "inner_lr=0.5", *extra])
+
+
+def test_sample_episodes_collects_rounds_until_every_task_has_the_samples():
+    config = nav_config()
+    family = make_family(config)
+    tasks = family.sample_tasks(np.random.default_rng(0), 4)
+    env = family.make_vector_env(tasks, 3)
+    torch.manual_seed(0)
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    params = {k: v.detach().expand(4, *v.shape) for k, v in policy.named_parameters()}
+    one = sample_episodes(env, policy, params, config.horizon, np.random.default_rng(1),
+                          torch.Generator().manual_seed(0))
+    assert one.episodes_per_task == 3  # no budget: one round, every episode counted
+    episodes = sample_episodes(env, policy, params, config.horizon, np.random.default_rng(1),
+                               torch.Generator().manual_seed(0), samples=130)
+    assert episodes.episodes_per_task % 3 == 0 and episodes.episodes_per_task >= 9
+    lengths = episodes.mask.sum(-1)
+    counted = lengths > 0
+    assert (lengths.sum(1) >= 130).all()
+    for t in range(4):  # a prefix of whole episodes, minimal: without its last, below 130
+        n = int(counted[t].sum())
+        assert counted[t, :n].all() and not counted[t, n:].any()
+        assert lengths[t, :n - 1].sum() < 130
+    # the first round is the unbudgeted rollout: the same random numbers come first
+    assert torch.equal(episodes.obs[:, :3], one.obs)
+    env.close()
+
+
+def test_evaluate_with_samples_writes_them_and_adapts_on_more_data(tmp_path):
+    run = tmp_path / "nav"
+    config = nav_config("iterations=1")
+    family = make_family(config)
+    train(config, family, run, progress=False)
+    _, _, policy = load_policy(run, family, "best.pt")
+    plain, _, _ = adaptation_curves(policy, family, config, 3, 3, 1, seed=7)
+    budget, _, _ = adaptation_curves(policy, family, config, 3, 3, 1, seed=7, samples=200)
+    assert plain.shape == budget.shape == (3, 2)
+    assert not np.allclose(plain, budget)  # 200 steps need more than 3 episodes of <= 20
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--samples", "200",
+                 "--episodes", "3", "--seed", "7", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["samples"] == 200
+    assert np.array_equal(np.array(result["per_task"]), budget)
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_eval_samples_must_be_positive(value):
+    from metarl.schema import ConfigError
+    with pytest.raises(ConfigError, match="eval_samples"):
+        nav_config(f"eval_samples={value}")
