@@ -76,9 +76,11 @@ def test_evaluate_with_samples_writes_them_and_adapts_on_more_data(tmp_path):
     family = make_family(config)
     train(config, family, run, progress=False)
     _, _, policy = load_policy(run, family, "best.pt")
-    plain, _, _ = adaptation_curves(policy, family, config, 3, 3, 1, seed=7)
-    budget, _, _ = adaptation_curves(policy, family, config, 3, 3, 1, seed=7, samples=200)
+    plain, _, tasks = adaptation_curves(policy, family, config, 3, 3, 1, seed=7)
+    budget, _, budget_tasks = adaptation_curves(policy, family, config, 3, 3, 1, seed=7,
+                                                samples=200)
     assert plain.shape == budget.shape == (3, 2)
+    assert np.array_equal([t["goal"] for t in budget_tasks], [t["goal"] for t in tasks])
     assert not np.allclose(plain, budget)  # 200 steps need more than 3 episodes of <= 20
     out = tmp_path / "eval.json"
     assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--samples", "200",
@@ -86,6 +88,23 @@ def test_evaluate_with_samples_writes_them_and_adapts_on_more_data(tmp_path):
     result = json.loads(out.read_text())
     assert result["samples"] == 200
     assert np.array_equal(np.array(result["per_task"]), budget)
+
+
+def test_a_budget_adapts_chunks_of_tasks_on_the_same_tasks(tmp_path, monkeypatch):
+    from metarl.rl import evaluate
+
+    run = tmp_path / "nav"
+    config = nav_config("iterations=1")
+    family = make_family(config)
+    train(config, family, run, progress=False)
+    _, _, policy = load_policy(run, family, "best.pt")
+    whole, _, tasks = adaptation_curves(policy, family, config, 5, 3, 1, seed=3, samples=100)
+    monkeypatch.setattr(evaluate, "BUDGET_CHUNK", 2)
+    chunked, _, chunked_tasks = adaptation_curves(policy, family, config, 5, 3, 1, seed=3,
+                                                  samples=100)
+    assert np.array_equal([t["goal"] for t in chunked_tasks], [t["goal"] for t in tasks])
+    assert chunked.shape == whole.shape == (5, 2) and np.isfinite(chunked).all()
+    assert np.allclose(chunked.mean(0), whole.mean(0), atol=5.0)  # same tasks, other noise
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])

@@ -29,6 +29,9 @@ from metarl.rl.maml_trpo import advantages
 from metarl.rl.sampler import rollout
 
 VALIDATION_SEED = 54321  # + the run seed; evaluation's default seed is 12345
+# Tasks adapted at once under a sample budget: E grows with the rounds the
+# shortest-episode task needs (up to samples / its episode length), for all tasks.
+BUDGET_CHUNK = 50
 
 
 def concat_episodes(parts: list[Episodes]) -> Episodes:
@@ -77,9 +80,12 @@ def sample_episodes(env, policy: nn.Module, params, horizon: int, rng, generator
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                      steps: int, seed: int, later_factor: float = 0.5,
                      rates: dict | None = None, held_out: bool = True,
-                     samples: int | None = None):
+                     samples: int | None = None, tasks: list | None = None):
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
     held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
+
+    tasks: these instead of ``num_tasks`` drawn from ``seed``, which then seeds only the
+    rollouts.
 
     episodes: E per task and step; with ``samples``, the round size of
     ``sample_episodes`` (E varies with the step then; ``episode_weights`` says which count).
@@ -91,7 +97,9 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     if held_out and hasattr(family, "held_out"):
         family = family.held_out()
     rng = np.random.default_rng(seed)
-    tasks = family.sample_tasks(rng, num_tasks)
+    if tasks is None:
+        tasks = family.sample_tasks(rng, num_tasks)
+    num_tasks = len(tasks)
     env = family.make_vector_env(tasks, episodes)
     generator = torch.Generator().manual_seed(seed)
     loss = inner_loss(config.inner_objective)
@@ -125,11 +133,28 @@ def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episode
                       samples: int | None = None):
     """(returns, success, tasks): per task after 0..steps inner steps, each
     (num_tasks, steps + 1); success is the share of successful episodes, None when
-    the env reports no success."""
+    the env reports no success.
+
+    With ``samples``, the tasks drawn from ``seed`` are adapted ``BUDGET_CHUNK`` at a
+    time, chunk c with rollout seed ``seed + 1 + c``."""
+    if samples is None:
+        return _curves(adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
+                                        seed, later_factor, rates, held_out))
+    if held_out and hasattr(family, "held_out"):
+        family = family.held_out()
+    tasks = family.sample_tasks(np.random.default_rng(seed), num_tasks)
+    chunks = [_curves(adapted_rollouts(policy, family, config, 0, episodes, steps,
+                                       seed + 1 + c, later_factor, rates, False, samples,
+                                       tasks[start:start + BUDGET_CHUNK]))
+              for c, start in enumerate(range(0, num_tasks, BUDGET_CHUNK))]
+    success = None if chunks[0][1] is None else np.concatenate([c[1] for c in chunks])
+    return np.concatenate([c[0] for c in chunks]), success, tasks
+
+
+def _curves(rollouts):
+    """(returns, success, tasks) of one ``adapted_rollouts`` generator."""
     returns, success, tasks = [], [], None
-    for step_tasks, _, episodes_k in adapted_rollouts(policy, family, config, num_tasks,
-                                                      episodes, steps, seed, later_factor,
-                                                      rates, held_out, samples):
+    for step_tasks, _, episodes_k in rollouts:
         tasks = step_tasks  # the same held-out tasks at every step
         returns.append(per_episode_mean(episodes_k.returns(), episodes_k).cpu().numpy())
         if episodes_k.success is not None:
