@@ -95,7 +95,8 @@ def test_a_family_without_a_torch_env_says_so():
 
 def test_training_on_the_torch_env_equals_training_on_the_native_env(tmp_path):
     small = ["--set=meta_batch_size=3", "--set=episodes_per_task=3", "--set=horizon=20",
-             "--set=hidden_sizes=[8]", "--set=iterations=2", "--set=eval_episodes=2"]
+             "--set=hidden_sizes=[8]", "--set=iterations=2", "--set=eval_episodes=2",
+             "--set=eval_samples=null"]
     for name, kwargs in (("native", "{}"), ("torch", "{vectorization: torch}")):
         assert main(["train", "experiments/configs/navigation-2d.yaml", "--quiet",
                      "--run-dir", str(tmp_path / name), f"--set=env_kwargs={kwargs}",

@@ -8,7 +8,7 @@ from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 
 SMALL = ["--set=meta_batch_size=2", "--set=episodes_per_task=2", "--set=horizon=10",
-         "--set=hidden_sizes=[8]", "--set=eval_episodes=2"]
+         "--set=hidden_sizes=[8]", "--set=eval_episodes=2", "--set=eval_samples=null"]
 
 
 def train(run, *extra):
