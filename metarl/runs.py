@@ -32,7 +32,8 @@ from metarl.distributed import local_device
 # Keys that may change when a run is resumed: they do not change the computation.
 # Bookkeeping, and implementation choices that compute the same (fisher_backend, adapt).
 RESUMABLE_KEYS = {"iterations", "checkpoint_every", "keep_checkpoint_every", "log_every",
-                  "device", "threads", "time_limit_minutes", "eval_episodes", "fisher_backend",
+                  "device", "threads", "time_limit_minutes", "eval_episodes", "eval_samples",
+                  "fisher_backend",
                   "adapt"}
 
 
