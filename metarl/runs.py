@@ -33,8 +33,7 @@ from metarl.distributed import local_device
 # Bookkeeping, and implementation choices that compute the same (fisher_backend, adapt).
 RESUMABLE_KEYS = {"iterations", "checkpoint_every", "keep_checkpoint_every", "log_every",
                   "device", "threads", "time_limit_minutes", "eval_episodes", "eval_samples",
-                  "fisher_backend",
-                  "adapt"}
+                  "fisher_backend", "adapt"}
 
 
 def resolve_device(name: str) -> torch.device:
