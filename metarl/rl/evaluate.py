@@ -62,6 +62,12 @@ def per_episode_mean(values: Tensor, episodes: Episodes) -> Tensor:
     return (values * weights).sum(1) / weights.sum(1)
 
 
+def tasks_family(family, held_out: bool):
+    """The family to draw evaluation tasks from: its held-out tasks (``held_out()``,
+    Meta-World's test split) when it has them and ``held_out``, else the family."""
+    return family.held_out() if held_out and hasattr(family, "held_out") else family
+
+
 def sample_episodes(env, policy: nn.Module, params, horizon: int, rng, generator,
                     samples: int | None = None) -> Episodes:
     """One rollout of the env's E episodes per task, or, with ``samples``, rollouts until
@@ -94,8 +100,7 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     A family with held-out tasks of its own (``held_out()``: Meta-World's test split)
     is evaluated on them; ``held_out=False`` draws from the training tasks instead
     (validation during training must not see the test split)."""
-    if held_out and hasattr(family, "held_out"):
-        family = family.held_out()
+    family = tasks_family(family, held_out)
     rng = np.random.default_rng(seed)
     if tasks is None:
         tasks = family.sample_tasks(rng, num_tasks)
@@ -140,8 +145,7 @@ def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episode
     if samples is None:
         return _curves(adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
                                         seed, later_factor, rates, held_out))
-    if held_out and hasattr(family, "held_out"):
-        family = family.held_out()
+    family = tasks_family(family, held_out)
     tasks = family.sample_tasks(np.random.default_rng(seed), num_tasks)
     chunks = [_curves(adapted_rollouts(policy, family, config, 0, episodes, steps,
                                        seed + 1 + c, later_factor, rates, False, samples,
