@@ -74,6 +74,12 @@ def positive_number(text: str) -> float:
     return value
 
 
+def positive_numbers(text: str) -> float | tuple[float, ...]:
+    """An argparse type: one positive number, or several separated by commas."""
+    values = tuple(positive_number(part) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
 def count(minimum: int):
     """An argparse type: an integer >= minimum, else argparse's one-line usage error."""
     def parse(text: str) -> int:
@@ -224,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(RL default: the best iterate, as the paper evaluates)")
     evaluate.add_argument("--inner-lr", type=positive_number, help="first test-time step "
                           "size (default: the run's inner_lr)")
-    evaluate.add_argument("--later-factor", type=positive_number, help="later steps' size "
-                          "relative to the first (default: RL and sinusoid 0.5, few-shot 1)")
+    evaluate.add_argument("--later-factor", type=positive_numbers, help="later steps' size "
+                          "relative to the first, one for all or one per later step "
+                          "(0.4,0.2: step 2 is 0.4 alpha, step 3 on 0.2 alpha; default: RL and "
+                          "sinusoid 0.5, few-shot 1)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -27,8 +27,21 @@ def mean_ci95(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
 
 
-def step_sizes(alpha, steps: int, later_factor: float):
-    """Test-time step sizes: ``alpha`` for the first step, ``alpha * later_factor`` after.
+def factor_at(later_factor, step: int) -> float:
+    """The size of step ``step`` (0-based) relative to the first.
+
+    later_factor: one factor for every later step, or a sequence (f_1, f_2, ...) of one
+    per later step, its last repeated beyond its end.
+    """
+    if step == 0:
+        return 1.0
+    if isinstance(later_factor, (int, float)):
+        return float(later_factor)
+    return float(later_factor[min(step, len(later_factor)) - 1])
+
+
+def step_sizes(alpha, steps: int, later_factor):
+    """Test-time step sizes: ``alpha`` for the first step, ``alpha * factor_at(k)`` after.
 
     alpha: a float, or Meta-SGD's learned rates (a dict of tensors), scaled alike.
     The MAML paper's RL protocol halves later steps (0.5); its sinusoid and
@@ -38,7 +51,7 @@ def step_sizes(alpha, steps: int, later_factor: float):
         if isinstance(alpha, dict):
             return {k: v * factor for k, v in alpha.items()}
         return alpha * factor
-    return [alpha if k == 0 else scaled(later_factor) for k in range(steps)]
+    return [alpha if k == 0 else scaled(factor_at(later_factor, k)) for k in range(steps)]
 
 
 def with_inner_lr(config, inner_lr: float | None):

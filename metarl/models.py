@@ -82,6 +82,16 @@ class MLP(nn.Module):
         return x
 
 
+def xavier_init_(mlp: MLP) -> MLP:
+    """Glorot-uniform weights and zero biases, in place: the init of the MAML paper's
+    policies (rllab's ``XavierUniformInitializer``, as pytorch-maml-rl). With zero
+    biases the initial mean is 0 at a zero observation, e.g. navigation's start."""
+    for layer in mlp.layers:
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return mlp
+
+
 class GaussianPolicy(nn.Module):
     """Diagonal Gaussian over actions: mean from an MLP, state-independent learned log-std.
 

@@ -229,3 +229,49 @@ def test_trajectories_are_the_evaluations_episodes_drawn(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(run), str(run), "--trajectories", "--out", str(out)]) == 2
     assert "one RUN_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", ["Navigation2D", "HalfCheetahVel"])
+def test_xavier_policy_init_is_glorot_uniform_with_zero_biases(env):
+    from metarl.rl.config import RLConfig
+    from metarl.rl.train import build_policy
+
+    probe = make_family(RLConfig(env=env)).make_env()
+    spaces = probe.observation_space, probe.action_space
+    torch_init = build_policy(RLConfig(env=env, seed=3), *spaces)
+    xavier = build_policy(RLConfig(env=env, seed=3, policy_init="xavier"), *spaces)
+    for old, new in zip(torch_init.mean.layers, xavier.mean.layers):
+        fan_out, fan_in = new.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert new.weight.abs().max() <= bound
+        assert new.weight.abs().max() > 0.9 * bound  # uniform over the whole range
+        assert torch.equal(new.bias, torch.zeros_like(new.bias))
+        assert old.bias.abs().max() > 0  # the default draws biases
+    zero_obs = torch.zeros(probe.observation_space.shape)
+    assert torch.equal(xavier(zero_obs).mean, torch.zeros(probe.action_space.shape))
+    assert torch.equal(xavier.log_std, torch_init.log_std)
+
+
+def test_later_steps_can_each_have_their_own_size(tmp_path, capsys):
+    import json
+
+    run = train_with_cli(tmp_path, "kind: rl\nenv: Navigation2D\niterations: 1\n")
+    common = ["evaluate", str(run), "--steps", "3", "--tasks", "3", "--episodes", "3"]
+    assert main(common + ["--later-factor", "0.4,0.2", "--out", str(tmp_path / "a.json")]) == 0
+    assert main(common + ["--later-factor", "0.4", "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["step_sizes"] == pytest.approx([0.1, 0.04, 0.02])
+    # the same first two steps adapt alike; the third differs because its size does
+    same = [ta[:3] == tb[:3] for ta, tb in zip(a["per_task"], b["per_task"])]
+    assert all(same) and a["per_task"] != b["per_task"]
+    with pytest.raises(SystemExit):
+        main(common + ["--later-factor", "0.4,-1"])
+    assert "must be a positive number, got -1" in capsys.readouterr().err
+
+
+def test_step_sizes_repeat_the_last_later_factor():
+    from metarl.evaluate import step_sizes
+
+    assert step_sizes(0.5, 4, 0.5) == [0.5, 0.25, 0.25, 0.25]
+    assert step_sizes(0.5, 4, (0.4, 0.2)) == pytest.approx([0.5, 0.2, 0.1, 0.1])
+    assert step_sizes(0.5, 1, (0.4, 0.2)) == [0.5]

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from metarl.evaluate import factor_at
 from metarl.functional import Params, expand_params
 from metarl.meta.adapt import adapt
 from metarl.schema import ConfigError
@@ -58,17 +59,18 @@ class StepParams(nn.Module):
         k = min(step, self.steps - 1)
         return {n: r[k] for n, r in zip(self.inner_names, self.rates)}
 
-    def test_time(self, inner_lr: float, steps: int, num_tasks: int, later_factor: float = 1.0):
+    def test_time(self, inner_lr: float, steps: int, num_tasks: int, later_factor=1.0):
         """(rates, batch-norm parameters) of evaluation steps 0..steps-1, detached.
 
-        later_factor scales the steps after the first unless the rates are learned
-        (they already differ per step: then only 1 is accepted).
+        later_factor (``metarl.evaluate.factor_at``) scales the steps after the first
+        unless the rates are learned (they already differ per step: then only 1 is accepted).
         """
-        if self.rates is not None and later_factor != 1.0:
+        if self.rates is not None and any(factor_at(later_factor, k) != 1.0
+                                          for k in range(steps)):
             raise ConfigError("a run with learned per-step rates adapts with them: "
                              f"--later-factor must be 1, got {later_factor}")
         with torch.no_grad():
-            rates = [self.rate_at(k, inner_lr * (later_factor if k else 1.0))
+            rates = [self.rate_at(k, inner_lr * factor_at(later_factor, k))
                      for k in range(steps)]
             rates = [r if isinstance(r, float) else {n: v.detach() for n, v in r.items()}
                      for r in rates]

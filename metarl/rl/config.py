@@ -45,6 +45,10 @@ class RLConfig:
     hidden_sizes: list[int] = spec([100, 100], low=1)
     activation: Literal["relu", "tanh"] = "relu"
     init_std: float = spec(1.0, low=0, low_open=True)
+    policy_init: Literal["torch", "xavier"] = spec(
+        "torch", doc="initial weights of the policy's MLP: torch (nn.Linear's default, "
+        "uniform weights and biases); xavier (Glorot-uniform weights, zero biases: the MAML "
+        "paper's code and pytorch-maml-rl)")
     gamma: float = spec(0.99, low=0, high=1)
     gae_lambda: float = spec(1.0, low=0, high=1)
     max_kl: float = spec(0.01, low=0, low_open=True)

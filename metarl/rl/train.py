@@ -20,7 +20,7 @@ from metarl.checkpoint import restore_rng, rng_state
 from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import detach_params, params_of
 from metarl.meta import MetaSGDRates
-from metarl.models import CategoricalPolicy, GaussianPolicy
+from metarl.models import CategoricalPolicy, GaussianPolicy, xavier_init_
 from metarl.rl.evaluate import validation_returns
 from metarl.rl.maml_trpo import meta_update, sample_meta_batch
 from metarl.rl.sampler import EnvOutputError
@@ -34,9 +34,13 @@ def build_policy(config, observation_space, action_space) -> torch.nn.Module:
     obs_dim = int(np.prod(observation_space.shape))
     hidden = tuple(config.hidden_sizes)
     if hasattr(action_space, "n"):
-        return CategoricalPolicy(obs_dim, int(action_space.n), hidden, config.activation)
-    return GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden, config.activation,
-                          config.init_std)
+        policy = CategoricalPolicy(obs_dim, int(action_space.n), hidden, config.activation)
+    else:
+        policy = GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden,
+                                config.activation, config.init_std)
+    if config.policy_init == "xavier":
+        xavier_init_(policy.mean if hasattr(policy, "mean") else policy.logits)
+    return policy
 
 
 def make_env(family, config, rng: np.random.Generator, shard: Shard = SINGLE_PROCESS):
