@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "size (default: the run's inner_lr)")
     evaluate.add_argument("--later-factor", type=positive_numbers, help="later steps' size "
                           "relative to the first, one for all or one per later step "
-                          "(0.4,0.2: step 2 is 0.4 alpha, step 3 and later 0.2 alpha; default: RL and "
-                          "sinusoid 0.5, few-shot 1)")
+                          "(0.4,0.2: step 2 is 0.4 alpha, step 3 and later 0.2 alpha; "
+                          "default: RL and sinusoid 0.5, few-shot 1)")
     evaluate.add_argument("--out", help="JSON path (default RUN_DIR/evaluation.json)")
     evaluate.set_defaults(func=cmd_evaluate)
 

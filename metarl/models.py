@@ -82,14 +82,16 @@ class MLP(nn.Module):
         return x
 
 
-def xavier_init_(mlp: MLP) -> MLP:
-    """Glorot-uniform weights and zero biases, in place: the init of the MAML paper's
-    policies (rllab's ``XavierUniformInitializer``, as pytorch-maml-rl). With zero
-    biases the initial mean is 0 at a zero observation, e.g. navigation's start."""
-    for layer in mlp.layers:
-        nn.init.xavier_uniform_(layer.weight)
-        nn.init.zeros_(layer.bias)
-    return mlp
+def xavier_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every linear layer in ``module``, in
+    place: the init of the MAML paper's policies (rllab's ``XavierUniformInitializer``,
+    as pytorch-maml-rl). Other parameters (a policy's log-std) are left as they are.
+    With zero biases the initial mean is 0 at a zero observation, e.g. navigation's start."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
 
 
 class GaussianPolicy(nn.Module):

@@ -39,7 +39,7 @@ def build_policy(config, observation_space, action_space) -> torch.nn.Module:
         policy = GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden,
                                 config.activation, config.init_std)
     if config.policy_init == "xavier":
-        xavier_init_(policy.mean if hasattr(policy, "mean") else policy.logits)
+        xavier_init_(policy)
     return policy
 
 
