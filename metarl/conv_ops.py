@@ -11,12 +11,20 @@ the same few fused primitives (``convolution_backward``,
 ``native_batch_norm_backward``). Third derivatives are not implemented: a
 backward through the second one with ``create_graph=True`` raises.
 
+Batch norm's three kernels (forward, backward, double backward) are pure
+functions, run through ``torch.compile`` unless ``METARL_COMPILE=0`` (see
+``_Kernel``); the eager ones are the reference.
+
 Both are exact: ``tests/test_conv_ops.py`` checks first and second
 derivatives by finite differences (gradcheck, gradgradcheck) and against
-PyTorch's own ops. Shapes follow ``F.conv2d`` / ``F.batch_norm``.
+PyTorch's own ops, and the compiled kernels against the eager ones. Shapes
+follow ``F.conv2d`` / ``F.batch_norm``.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -129,11 +137,112 @@ def _relu_mask(grad: Tensor, y: Tensor) -> Tensor:
     return torch.ops.aten.threshold_backward(grad, y, 0)
 
 
+def bn_relu_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float):
+    """(y, mean, rstd) of y = relu(batch_norm(x)) with the batch's statistics.
+
+    x (N, C, H, W); weight, bias (C,) -> y like x; mean, rstd (C,).
+    """
+    out, mean, rstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+    return out.relu_(), mean, rstd
+
+
+def bn_relu_backward(grad_y: Tensor, x: Tensor, weight: Tensor, y: Tensor, mean: Tensor,
+                     rstd: Tensor, eps: float):
+    """(grad x, grad weight, grad bias) of ``bn_relu_forward``; shapes as its inputs."""
+    return torch.ops.aten.native_batch_norm_backward(_relu_mask(grad_y, y), x, weight, None,
+                                                     None, mean, rstd, True, eps,
+                                                     [True, True, True])
+
+
+def bn_relu_double_backward(grad_y: Tensor, x: Tensor, weight: Tensor, y: Tensor,
+                            mean: Tensor, rstd: Tensor, grad_weight: Tensor, grad_bias: Tensor,
+                            gg_x: Tensor, gg_weight: Tensor, gg_bias: Tensor):
+    """The grads of (grad x, grad weight, grad bias) -> grads of (grad_y, x, weight).
+
+    Per channel over its M = N*H*W values, with xh = (x - mean) r, r = rstd and
+    g = grad_z (grad_y through the ReLU): grad bias = sum(g), grad weight = sum(g xh),
+    grad x = w r (g - mean(g) - xh mean(g xh)).
+
+    Every full-size term is a per-channel combination of gg_x, g and xh, so the
+    channel sums it needs are sums already known (grad weight, grad bias) or three
+    new ones; see ``tests/test_conv_ops.py`` for the check by finite differences.
+    """
+    m = x.numel() // x.shape[1]
+    r, w = _channel(rstd), _channel(weight)
+    gw, gb = _channel(grad_weight), _channel(grad_bias)
+    gg_w, gg_b = _channel(gg_weight), _channel(gg_bias)
+    xh = torch.addcmul(-_channel(mean) * r, x, r)
+    g = _relu_mask(grad_y, y)
+    s_x, s_xh, s_g = _sum(gg_x), _sum(gg_x * xh), _sum(gg_x * g)
+
+    # d/d grad_z: the adjoint of grad x (a self-adjoint projection) plus the sums.
+    wr = w * r
+    c = gg_w - wr * s_xh / m
+    d_grad_z = torch.addcmul(gg_b - wr * s_x / m, gg_x, wr).addcmul_(xh, c)
+    d_grad_y = _relu_mask(d_grad_z, y)
+
+    # sum(gg_x * grad x) = w r s.
+    s = s_g - gb * s_x / m - gw * s_xh / m
+    d_weight = (r * s).flatten()
+    # d/dxh at fixed r is a1 gg_x + c g; then through xh(x) and r(x) = (var + eps)^-1/2.
+    a1 = -wr * gw / m
+    k1 = -(r * (a1 * s_xh + c * gw) + r * r * w * s) / m
+    k0 = -r * (a1 * s_x + c * gb) / m
+    d_x = torch.addcmul(k0, gg_x, r * a1).addcmul_(g, r * c).addcmul_(xh, k1)
+    return d_grad_y, d_x, d_weight
+
+
+def compiled_kernels_enabled() -> bool:
+    """Whether batch norm's kernels run compiled (``METARL_COMPILE`` unset or not ``0``)."""
+    return os.environ.get("METARL_COMPILE", "1") != "0"
+
+
+class _Kernel:
+    """A kernel run by ``torch.compile`` when ``compiled_kernels_enabled()``.
+
+    Why: on CPU each of batch norm's kernels is a chain of memory-bound passes over
+    the activations; inductor fuses each chain into one or two loops (3x faster for
+    the double backward on Omniglot 20-way's first layer). One compile serves every
+    shape (``dynamic=True``), is cached on disk by torch, and takes seconds to half a
+    minute the first time. Where compiling fails (no C++ compiler), one warning,
+    and the eager kernel from then on.
+    """
+
+    compile_failed = False  # shared: after one failure every kernel runs eager
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.compiled = None  # torch.compile's wrapper, made on the first call
+
+    def __call__(self, *args):
+        if not compiled_kernels_enabled() or _Kernel.compile_failed:
+            return self.kernel(*args)
+        # One compiled version for all calls: torch.compile specialises on requires_grad
+        # and strides (pooling's gradient arrives expanded).
+        args = [a.detach().contiguous() if isinstance(a, Tensor) else a for a in args]
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.kernel, dynamic=True)
+            return self.compiled(*args)
+        except Exception as error:  # noqa: BLE001 - a compiler failure means eager
+            _Kernel.compile_failed = True
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"metarl.conv_ops: torch.compile failed ({type(error).__name__}: "
+                          f"{reason}); batch norm runs its eager kernels (slower). Set "
+                          "METARL_COMPILE=0 to skip compiling.", stacklevel=2)
+            return self.kernel(*args)
+
+
+_forward = _Kernel(bn_relu_forward)
+_backward = _Kernel(bn_relu_backward)
+_double_backward = _Kernel(bn_relu_double_backward)
+KERNELS = (_forward, _backward, _double_backward)
+
+
 class _BatchNormReLU(Function):
     @staticmethod
     def forward(x, weight, bias, eps):
-        out, mean, rstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
-        return out.relu_(), mean, rstd
+        return _forward(x, weight, bias, eps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -152,9 +261,7 @@ class _BatchNormReLU(Function):
 class _BatchNormReLUBackward(Function):
     @staticmethod
     def forward(grad_y, x, weight, y, mean, rstd, eps):
-        return torch.ops.aten.native_batch_norm_backward(_relu_mask(grad_y, y), x, weight, None,
-                                                         None, mean, rstd, True, eps,
-                                                         [True, True, True])
+        return _backward(grad_y, x, weight, y, mean, rstd, eps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -165,40 +272,13 @@ class _BatchNormReLUBackward(Function):
     @staticmethod
     @_no_third_derivative
     def backward(ctx, gg_x, gg_weight, gg_bias):
-        """Per channel over its M = N*H*W values, with xh = (x - mean) r, r = rstd and
-        g = grad_z (grad_y through the ReLU): grad bias = sum(g), grad weight = sum(g xh),
-        grad x = w r (g - mean(g) - xh mean(g xh)). Returns the grads of (grad_y, x, weight).
-
-        Every full-size term is a per-channel combination of gg_x, g and xh, so the
-        channel sums it needs are sums already known (grad weight, grad bias) or three
-        new ones; see ``tests/test_conv_ops.py`` for the check by finite differences.
-        """
         grad_y, x, weight, y, mean, rstd, grad_weight, grad_bias = ctx.saved_tensors
-        m = x.numel() // x.shape[1]
-        r, w = _channel(rstd), _channel(weight)
-        gw, gb = _channel(grad_weight), _channel(grad_bias)
-        gg_w = _channel(gg_weight) if gg_weight is not None else torch.zeros_like(r)
-        gg_b = _channel(gg_bias) if gg_bias is not None else torch.zeros_like(r)
-        xh = torch.addcmul(-_channel(mean) * r, x, r)
-        g = _relu_mask(grad_y, y)
-        if gg_x is None:
-            gg_x = torch.zeros_like(x)
-        s_x, s_xh, s_g = _sum(gg_x), _sum(gg_x * xh), _sum(gg_x * g)
-
-        # d/d grad_z: the adjoint of grad x (a self-adjoint projection) plus the sums.
-        wr = w * r
-        c = gg_w - wr * s_xh / m
-        d_grad_z = torch.addcmul(gg_b - wr * s_x / m, gg_x, wr).addcmul_(xh, c)
-        d_grad_y = _relu_mask(d_grad_z, y)
-
-        # sum(gg_x * grad x) = w r s.
-        s = s_g - gb * s_x / m - gw * s_xh / m
-        d_weight = (r * s).flatten()
-        # d/dxh at fixed r is a1 gg_x + c g; then through xh(x) and r(x) = (var + eps)^-1/2.
-        a1 = -wr * gw / m
-        k1 = -(r * (a1 * s_xh + c * gw) + r * r * w * s) / m
-        k0 = -r * (a1 * s_x + c * gb) / m
-        d_x = torch.addcmul(k0, gg_x, r * a1).addcmul_(g, r * c).addcmul_(xh, k1)
+        gg_x = torch.zeros_like(x) if gg_x is None else gg_x
+        gg_weight = torch.zeros_like(weight) if gg_weight is None else gg_weight
+        gg_bias = torch.zeros_like(weight) if gg_bias is None else gg_bias
+        d_grad_y, d_x, d_weight = _double_backward(grad_y, x, weight, y, mean, rstd,
+                                                   grad_weight, grad_bias, gg_x, gg_weight,
+                                                   gg_bias)
         return d_grad_y, d_x, d_weight, None, None, None, None
 
 

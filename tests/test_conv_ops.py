@@ -1,11 +1,17 @@
-"""metarl.conv_ops: values as PyTorch's ops; first and second derivatives by finite differences."""
+"""metarl.conv_ops: values as PyTorch's ops; first and second derivatives by finite differences;
+compiled kernels as the eager ones."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
+from metarl import conv_ops
 from metarl.conv_ops import batch_norm_relu, conv2d
+from metarl.functional import params_of
+from metarl.models import Conv4
+from metarl.supervised.classify import cross_entropy_loss
+from metarl.supervised.meta_step import meta_loss
 
 
 def conv_inputs(stride, size, seed=0):
@@ -85,3 +91,28 @@ def test_third_derivatives_are_refused(op):
     torch.autograd.grad(second, x, retain_graph=True)  # the second derivative: fine
     with pytest.raises(RuntimeError, match="first and second derivatives only"):
         torch.autograd.grad(second, x, create_graph=True)
+
+
+def test_compiled_kernels_give_the_eager_kernels_values_and_gradients(monkeypatch):
+    """The default path (``METARL_COMPILE`` unset) compiles batch norm's kernels."""
+    torch.manual_seed(0)
+    model = Conv4(1, 5, filters=8, image_size=28)
+    params = params_of(model)
+    support = (torch.randn(3, 5, 1, 28, 28), torch.arange(5).repeat(3, 1))
+    query = (torch.randn(3, 10, 1, 28, 28), torch.arange(5).repeat(3, 2))
+
+    def meta_gradient():
+        loss = meta_loss("maml", model, cross_entropy_loss("grouped"), params, support, query,
+                         0.4, 2)
+        return loss, torch.autograd.grad(loss, list(params.values()))
+
+    monkeypatch.setenv("METARL_COMPILE", "0")
+    eager_loss, eager = meta_gradient()
+    monkeypatch.setenv("METARL_COMPILE", "1")
+    compiled_loss, compiled = meta_gradient()
+    if conv_ops._Kernel.compile_failed:
+        pytest.skip("torch.compile cannot compile here (no C++ compiler?)")
+    assert all(kernel.compiled is not None for kernel in conv_ops.KERNELS)  # each one ran
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for c, e in zip(compiled, eager):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)

@@ -15,8 +15,9 @@ process, one after the other, so that its peak memory is its own: peak RSS
 (``resource.getrusage(...).ru_maxrss``) above the RSS after setup (VmRSS).
 
 Omniglot 20-way 1-shot (``--task omniglot20``, the paper's 5 inner steps, meta-batch
-16): the default path (``adapt: grouped``, ``metarl.conv_ops``) against the
-default before it (vmap) and the loop, and against the floor: the FLOPs of the
+16): the default path (``adapt: grouped``, ``metarl.conv_ops`` with batch norm's
+kernels compiled) against the same with eager kernels (``METARL_COMPILE=0``), the
+default before grouped (vmap) and the loop, and against the floor: the FLOPs of the
 convolutions at this machine's grouped-conv forward rate at the same shapes,
 and at its matmul rate.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import time
 
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from metarl.config import load_config
 from metarl.functional import call, params_of
 from metarl.meta import adapt, adapt_vmap
+from metarl.runs import keep_freed_memory
 from metarl.supervised import sinusoid
 from metarl.supervised.classify import cross_entropy_loss
 from metarl.supervised.datasets import load_classes
@@ -133,26 +136,36 @@ def current_rss_kb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure_conv(path, config, batches, threads, checkpointing, queue) -> None:
-    """Child process: seconds per meta-iteration and peak RSS growth (MB) of one path."""
+def measure_conv(path, config, batches, threads, checkpointing, queue, compiled=True) -> None:
+    """Child process: seconds per meta-iteration and peak RSS growth (MB) of one path.
+
+    Set up as training does (``runs.keep_freed_memory``); ``compiled`` sets
+    ``METARL_COMPILE`` (batch norm's kernels in ``metarl.conv_ops``). The first
+    iteration, which compiles them (or loads them from torch's disk cache), is timed
+    apart as the warm-up.
+    """
+    os.environ["METARL_COMPILE"] = "1" if compiled else "0"
     torch.set_num_threads(threads)
+    keep_freed_memory()
     model = build_model(config)
     params = params_of(model)
     baseline = current_rss_kb()
-    conv_meta_step(path, model, params, *batches[0], config, checkpointing)  # warm-up
+    start = time.perf_counter()
+    conv_meta_step(path, model, params, *batches[0], config, checkpointing)
+    warm_up = time.perf_counter() - start
     start = time.perf_counter()
     for support, query in batches[1:]:
         conv_meta_step(path, model, params, support, query, config, checkpointing)
     seconds = (time.perf_counter() - start) / max(len(batches) - 1, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((seconds, (peak - baseline) / 1024, peak / 1024))
+    queue.put((seconds, (peak - baseline) / 1024, peak / 1024, warm_up))
 
 
-def in_child(path, config, batches, threads, checkpointing=False):
+def in_child(path, config, batches, threads, checkpointing=False, compiled=True):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=measure_conv,
-                            args=(path, config, batches, threads, checkpointing, queue))
+    child = context.Process(target=measure_conv, args=(path, config, batches, threads,
+                                                       checkpointing, queue, compiled))
     child.start()
     result = queue.get()
     child.join()
@@ -190,7 +203,7 @@ def omniglot_bench(args) -> None:
     times = {}
     for path in ("metarl grouped", "metarl vmap", "metarl loop", "per-task loop"):
         times[path] = in_child(path, config, batches, args.threads)
-        seconds, grown, peak = times[path]
+        seconds, grown, peak, _ = times[path]
         print(f"  {path:15s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
               f"({peak:.0f} MB in all)", flush=True)
     loop = times["per-task loop"][0]
@@ -203,7 +216,7 @@ def omniglot_bench(args) -> None:
         deep = load_config("experiments/configs/omniglot-small-5w1s.yaml",
                            [f"inner_steps={steps}"])
         for checkpointing in (False, True):
-            seconds, grown, peak = in_child("metarl grouped", deep,
+            seconds, grown, peak, _ = in_child("metarl grouped", deep,
                                             batches[:args.memory_iterations + 1], args.threads,
                                             checkpointing)
             print(f"  {steps:2d} steps, checkpointing {'on ' if checkpointing else 'off'}  "
@@ -256,15 +269,20 @@ def omniglot20_bench(args) -> None:
           f"filters, meta-batch {config.meta_batch_size}, {config.inner_steps} second-order "
           f"inner steps, {args.conv_iterations} iterations, {args.threads} threads, "
           f"data: {source}")
+    variants = {"grouped (default)": ("metarl grouped", True),
+                "grouped, eager kernels": ("metarl grouped", False),
+                "vmap": ("metarl vmap", False), "loop": ("metarl loop", False)}
     times = {}
-    for path in ("metarl grouped", "metarl vmap", "metarl loop"):
-        times[path] = in_child(path, config, batches, args.threads)
-        seconds, grown, peak = times[path]
-        print(f"  {path:15s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
-              f"({peak:.0f} MB in all)", flush=True)
-    new, old = times["metarl grouped"][0], times["metarl vmap"][0]
+    for name, (path, compiled) in variants.items():
+        times[name] = in_child(path, config, batches, args.threads, compiled=compiled)
+        seconds, grown, peak, warm_up = times[name]
+        print(f"  {name:23s} {seconds:7.3f} s/iteration   peak RSS +{grown:6.0f} MB "
+              f"({peak:.0f} MB in all); first iteration {warm_up:.1f} s", flush=True)
+    new, eager = times["grouped (default)"][0], times["grouped, eager kernels"][0]
+    old = times["vmap"][0]
     gflop, at_conv_rate, at_matmul_rate = conv_floor(config, args.threads)
-    print(f"  grouped (default) against vmap (the default before): {old / new:.2f}x faster")
+    print(f"  grouped (default) against vmap (the default before grouped): {old / new:.2f}x "
+          f"faster; against its eager kernels: {eager / new:.2f}x")
     print(f"  convolution work: {gflop:.1f} GFLOP per iteration; at this machine's grouped-conv "
           f"forward rate at these shapes {at_conv_rate:.3f} s, at its matmul rate "
           f"({gflop / at_matmul_rate:.0f} GFLOP/s) {at_matmul_rate:.3f} s")
