@@ -12,9 +12,9 @@ the T tasks by one of three equivalent modes:
 
 All give the same gradients as adapting each task separately (tested on Conv4
 with its batch norm, float64). Measured (``experiments/bench/supervised.py``, 1
-thread), Omniglot 20-way 1-shot, meta-batch 16, 5 second-order steps: grouped
-1.77 s per meta-iteration, vmap 2.86 s, loop 2.84 s, and grouped needs half
-vmap's memory. MiniImageNet's configs (few, large tasks) keep the loop, which
+thread, 2026-12-02), Omniglot 20-way 1-shot, meta-batch 16, 5 second-order steps:
+grouped 1.79-1.87 s per meta-iteration, vmap 3.01-3.12 s, loop 3.49 s, and grouped
+needs about half vmap's memory. MiniImageNet's configs (few, large tasks) keep the loop, which
 measured faster than vmap there.
 """
 
