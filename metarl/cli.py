@@ -48,8 +48,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
             metrics = train(config, run_dir, resume=args.resume, progress=not args.quiet,
                             shard=shard)
-    finally:
-        close_shard()
+    except BaseException:
+        close_shard(finished=False)
+        raise
+    close_shard()
     if shard.is_main and not metrics:
         print(f"{run_dir}: nothing to train, the run has reached its {config.iterations} "
               "iterations (--set iterations=N continues it)")
