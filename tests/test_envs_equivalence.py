@@ -89,14 +89,14 @@ def test_half_cheetah_native_equals_sync(family_cls, num_threads):
     run_both(family, tasks, 2, steps=50, seed=3, native_kwargs={"num_threads": num_threads})
 
 
+@pytest.mark.parametrize("observation", ["state", "rllab"])
 @pytest.mark.parametrize("family_cls", [AntVelFamily, AntDirFamily, AntGoalFamily])
-def test_ant_native_equals_sync_with_terminations(family_cls):
-    family = family_cls(max_episode_steps=40)
+def test_ant_native_equals_sync_with_terminations(family_cls, observation):
+    family = family_cls(max_episode_steps=40, observation=observation)
     tasks = family.sample_tasks(np.random.default_rng(0), 2)
     # Large random actions make the ant jump or flip: unhealthy -> terminated.
-    n_done = run_both(
-        family, tasks, 2, steps=60, seed=4, action_scale=3.0, native_kwargs={"num_threads": 2}
-    )
+    n_done = run_both(family, tasks, 2, steps=60, seed=4, action_scale=3.0,
+                      native_kwargs={"num_threads": 2, "observation": observation})
     assert n_done > 0
 
 
@@ -122,6 +122,30 @@ def test_ant_contact_forces_are_those_at_the_start_of_the_last_substep():
         contact_costs.append(info["reward_contact"])
     env.close()
     assert min(contact_costs) < 0.0  # the ant touched the floor: the forces are not all zero
+
+
+def test_ant_rllab_observation_is_rllabs_from_mujocos_data():
+    """Reference: rllab's get_current_obs, read off the env's MjData by hand."""
+    env = AntVelFamily(observation="rllab").make_env()
+    obs, _ = env.reset(seed=0)
+    data = env.unwrapped.data
+
+    def rllab_obs():
+        return np.concatenate([data.qpos, data.qvel, np.clip(data.cfrc_ext, -1, 1).ravel(),
+                               data.xmat[1], data.subtree_com[1]])
+
+    np.testing.assert_array_equal(obs, rllab_obs())
+    assert obs.shape == env.observation_space.shape == (125,)
+    rng = np.random.default_rng(0)
+    touched = False
+    for _ in range(20):
+        obs, *_ = env.step(rng.uniform(-1, 1, size=8))
+        np.testing.assert_array_equal(obs, rllab_obs())
+        touched |= bool(np.any(obs[29:113] != 0.0))
+    env.close()
+    assert touched  # the contact-force block is not all zeros
+    with pytest.raises(ValueError, match="observation must be one of"):
+        AntVelFamily(observation="pixels")
 
 
 def test_seeding_reproducible_and_seed_dependent():

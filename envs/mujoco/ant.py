@@ -5,12 +5,19 @@ Ant-v5's reward structure: task term + healthy reward - control cost - contact
 cost, terminated when the torso height leaves [0.2, 1.0] (or the state is not
 finite).
 
-Observation (27, float64): qpos without x, y (13) and qvel (14). Unlike Ant-v5's
-default we leave out the 78 clipped contact forces (``cfrc_ext``). Why: they are
-mostly saturated or zero, triple the input size of the policy and of the
-linear baseline, and MAML's reported runs predate MuJoCo 2 where they were
-computed differently. They still enter the contact cost, as computed at the start
-of the control step's last substep (see ``envs.mujoco.physics``).
+Observation (``observation="state"``, the default; 27, float64): qpos without x, y
+(13) and qvel (14). Unlike Ant-v5's default we leave out the 78 clipped contact
+forces (``cfrc_ext``). Why: they are mostly saturated or zero, triple the input size
+of the policy and of the linear baseline, and MAML's reported runs predate MuJoCo 2
+where they were computed differently. They still enter the contact cost, as computed
+at the start of the control step's last substep (see ``envs.mujoco.physics``).
+
+``observation="rllab"`` (125, float64) is rllab's AntEnv's, which MAML used: full
+qpos with x, y (15), qvel (14), all bodies' ``cfrc_ext`` clipped to [-1, 1] (14 x 6),
+the torso's rotation matrix ``xmat`` (9) and its subtree centre of mass (3, rllab's
+``get_body_com``). ``xmat``, the centre of mass and the contact forces are MuJoCo's
+from the last physics step's forward pass, as mujoco-py's ``mj_step`` left them for
+rllab; at reset, from ``mj_forward``.
 
 Velocity is the torso's xy displacement / dt, read from the free joint's qpos.
 (Ant-v5 reads ``xpos`` of the torso, which lags by one physics step.)
@@ -30,6 +37,9 @@ from envs.base import Task
 from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, MujocoTaskVectorEnv
 from envs.mujoco.families import DirectionFamily, VelocityFamily
 
+OBSERVATIONS = ("state", "rllab")
+TORSO = 1  # body id of the torso in ant.xml (0 is the world)
+
 
 class AntRules(MujocoRules):
     """Ant reward = task term + healthy - ctrl - contact; unhealthy terminates.
@@ -40,6 +50,8 @@ class AntRules(MujocoRules):
         healthy_reward: reward per step while healthy (Ant-v5: 1.0).
         healthy_z_range: allowed torso height (Ant-v5: (0.2, 1.0)).
         terminate_when_unhealthy: end the episode when unhealthy.
+        observation: ``"state"`` (27: qpos without x, y, and qvel) or ``"rllab"`` (125:
+            rllab's, with x, y, contact forces, torso orientation and centre of mass).
     """
 
     xml_file = "ant.xml"
@@ -53,12 +65,31 @@ class AntRules(MujocoRules):
         healthy_reward: float = 1.0,
         healthy_z_range: tuple[float, float] = (0.2, 1.0),
         terminate_when_unhealthy: bool = True,
+        observation: str = "state",
     ):
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"Ant observation must be one of {OBSERVATIONS}, got {observation!r}")
         self.ctrl_cost_weight = ctrl_cost_weight
         self.contact_cost_weight = contact_cost_weight
         self.healthy_reward = healthy_reward
         self.healthy_z_range = healthy_z_range
         self.terminate_when_unhealthy = terminate_when_unhealthy
+        self.observation_kind = observation
+        if observation == "rllab":
+            self.observation_fields = ("cfrc_ext", "xmat", "subtree_com")
+
+    def observation(self, qpos, qvel, fields):
+        if self.observation_kind == "state":
+            return super().observation(qpos, qvel, fields)
+        contact = np.clip(fields["cfrc_ext"], -1.0, 1.0).reshape(len(qpos), -1)
+        torso_xmat = fields["xmat"][:, TORSO].reshape(len(qpos), 9)
+        torso_com = fields["subtree_com"][:, TORSO]
+        return np.concatenate([qpos, qvel, contact, torso_xmat, torso_com], axis=1)
+
+    def observation_size(self, model):
+        if self.observation_kind == "state":
+            return super().observation_size(model)
+        return model.nq + model.nv + 6 * model.nbody + 9 + 3
 
     def task_reward(self, xy_position, xy_velocity, task):
         """(B, 2), (B, 2), task arrays -> (B,)."""

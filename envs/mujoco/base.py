@@ -87,6 +87,8 @@ class MujocoRules:
     default_task: Task
     skip_qpos: int  # leading qpos entries (x, or x and y) left out of the observation
     needs_contact_forces = False
+    observation_fields: tuple[str, ...] = ()  # MjData fields the observation reads besides
+    # qpos and qvel; the envs pass them as left by the last physics step (or mj_forward at reset)
 
     def check_task(self, task: Task) -> None:
         check_task_keys(task, self.task_keys, self.name)
@@ -97,9 +99,12 @@ class MujocoRules:
             self.check_task(task)
         return {k: np.asarray([t[k] for t in tasks], dtype=np.float64) for k in self.task_keys}
 
-    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """(B, nq), (B, nv) -> (B, nq - skip_qpos + nv) float64."""
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray, fields: dict) -> np.ndarray:
+        """(B, nq), (B, nv), {name: (B, ...)} of ``observation_fields`` -> (B, size) float64."""
         return np.concatenate([qpos[:, self.skip_qpos :], qvel], axis=1)
+
+    def observation_size(self, model: mujoco.MjModel) -> int:
+        return model.nq - self.skip_qpos + model.nv
 
     def reward(self, qpos_before, qpos, qvel, cfrc_ext, action, task, dt):
         """Reward of one control step, with its terms and the termination.
@@ -149,7 +154,7 @@ class MujocoTaskEnv(MujocoEnv):
                 render_mode=render_mode,
             )
         self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
-        obs_dim = self.model.nq - self.rules.skip_qpos + self.model.nv
+        obs_dim = self.rules.observation_size(self.model)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
         self.set_task(self.rules.default_task if task is None else task)
 
@@ -183,7 +188,7 @@ class MujocoTaskEnv(MujocoEnv):
         )
         if self.render_mode == "human":
             self.render()
-        obs = self.rules.observation(qpos, qvel)[0]
+        obs = self._observation()
         return (
             obs,
             float(reward[0]),
@@ -196,8 +201,12 @@ class MujocoTaskEnv(MujocoEnv):
         qpos, qvel = initial_state(
             self.np_random, self.init_qpos, self.init_qvel, self._reset_noise_scale
         )
-        self.set_state(qpos, qvel)
-        return self.rules.observation(self.data.qpos[None], self.data.qvel[None])[0]
+        self.set_state(qpos, qvel)  # runs mj_forward: the observation's fields are current
+        return self._observation()
+
+    def _observation(self) -> np.ndarray:
+        fields = {name: getattr(self.data, name)[None] for name in self.rules.observation_fields}
+        return self.rules.observation(self.data.qpos[None], self.data.qvel[None], fields)[0]
 
 
 class MujocoTaskVectorEnv(TaskVectorEnv):
@@ -243,19 +252,23 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         self._init_qvel = np.zeros(self.model.nv)
         low, high = self.model.actuator_ctrlrange.astype(np.float32).T
         action_space = gym.spaces.Box(low, high, dtype=np.float32)
-        obs_dim = self.model.nq - self.rules.skip_qpos + self.model.nv
+        obs_dim = self.rules.observation_size(self.model)
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
         self.num_threads = default_num_threads(len(tasks) * episodes_per_task, num_threads)
         super().__init__(tasks, episodes_per_task, max_episode_steps, obs_space, action_space)
         if physics == "warp":
             from envs.mujoco.warp_physics import WarpPhysics
 
+            if self.rules.observation_fields:
+                raise ValueError(f"{self.rules.name}: physics 'warp' gives no "
+                                 f"{self.rules.observation_fields} for the observation")
             self.physics = WarpPhysics(self.model, self.num_envs, frame_skip,
                                        contact_forces=self.rules.needs_contact_forces)
         else:
             self.physics = BatchPhysics(self.model, self.num_envs, frame_skip,
                                         self.num_threads,
-                                        contact_forces=self.rules.needs_contact_forces)
+                                        contact_forces=self.rules.needs_contact_forces,
+                                        fields=self.rules.observation_fields)
 
     def _check_task(self, task: Task) -> None:
         self.rules.check_task(task)
@@ -272,7 +285,11 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         qpos = np.array([s[0] for s in states]).reshape(len(idx), -1)
         qvel = np.array([s[1] for s in states]).reshape(len(idx), -1)
         self.physics.set_state(idx, qpos, qvel)
-        return self.rules.observation(qpos, qvel)
+        fields = {}
+        if self.rules.observation_fields:
+            self.physics.forward(idx)  # as the single env's mj_forward in set_state
+            fields = {name: view[idx] for name, view in self.physics.fields.items()}
+        return self.rules.observation(qpos, qvel, fields)
 
     def _step_envs(self, actions: np.ndarray, active: np.ndarray | None):
         physics = self.physics
@@ -282,7 +299,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         reward, terminated, info = self.rules.reward(
             qpos_before, physics.qpos, physics.qvel, physics.cfrc_ext, actions, self._task, self.dt
         )
-        return self.rules.observation(physics.qpos, physics.qvel), reward, terminated, info
+        obs = self.rules.observation(physics.qpos, physics.qvel, physics.fields)
+        return obs, reward, terminated, info
 
     def close_extras(self, **kwargs) -> None:
         self.physics.close()

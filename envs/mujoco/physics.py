@@ -73,10 +73,11 @@ class BatchPhysics:
         frame_skip: physics steps per control step.
         num_threads: the batch's threads (the caller's included).
         contact_forces: keep a view of ``cfrc_ext`` (N, nbody, 6); else it is None.
+        fields: more MjData fields to keep views of, in ``fields`` (name: (N, ...)).
     """
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int,
-                 num_threads: int, contact_forces: bool = False):
+                 num_threads: int, contact_forces: bool = False, fields: tuple[str, ...] = ()):
         if contact_forces and mujoco.mj_name2id(
                 model, mujoco.mjtObj.mjOBJ_SENSOR, CONTACT_FORCE_SENSOR) < 0:
             raise ValueError("contact forces need the model of contact_force_model")
@@ -89,6 +90,7 @@ class BatchPhysics:
         self._ctrl = self._batch.bind("ctrl")
         self._warmstart = self._batch.bind("qacc_warmstart")
         self.cfrc_ext = self._batch.bind("cfrc_ext") if contact_forces else None
+        self.fields = {name: self._batch.bind(name) for name in fields}
         self._frame_skip = frame_skip
 
     def set_state(self, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
@@ -96,6 +98,10 @@ class BatchPhysics:
         self._batch.reset(idx, stage=mujoco.mjtStage.mjSTAGE_NONE)
         self.qpos[idx] = qpos
         self.qvel[idx] = qvel
+
+    def forward(self, idx: np.ndarray) -> None:
+        """``mj_forward`` for envs ``idx``: their derived fields follow their state."""
+        self._batch.forward(idx)
 
     def step(self, ctrl: np.ndarray, idx: np.ndarray | None = None) -> None:
         """Apply ``ctrl`` (N, nu) for ``frame_skip`` physics steps to envs ``idx`` (None: all)."""

@@ -64,6 +64,7 @@ class WarpPhysics:
         self._wp, self._mjw = wp, mjw
         self.device = wp.get_device(device)
         self.cfrc_ext = None
+        self.fields = {}  # no MjData fields beyond qpos and qvel for the observation
         self._frame_skip = frame_skip
         with wp.ScopedDevice(self.device):
             self._model = mjw.put_model(model)
