@@ -9,10 +9,6 @@ them once per step for all T*E sub-envs. Same code, same numbers.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import warnings
-
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -20,50 +16,16 @@ from gymnasium.envs.mujoco import MujocoEnv
 
 from envs.base import Task, TaskVectorEnv, check_layout, check_task_keys
 from envs.family import BuiltinTaskFamily
-from envs.mujoco.physics import BatchPhysics, contact_force_model, default_num_threads
+from envs.mujoco.physics import (
+    BatchPhysics,
+    asset_path,
+    default_num_threads,
+    load_model,
+    quiet_settotalmass,
+)
 
 PHYSICS = ("mujoco", "warp")
 HORIZON = 200  # the MAML paper's MuJoCo episodes; the families' and vector envs' default
-
-ASSETS_DIR = os.path.join(os.path.dirname(gym.__file__), "envs", "mujoco", "assets")
-
-
-def _python_warning(message: str) -> None:
-    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
-
-
-# Why: MuJoCo prints each warning to stderr for every model load (Gymnasium's
-# models trigger one under MuJoCo 4), 800 times for a SyncVectorEnv of 800 envs.
-# As Python warnings they are shown once and can be filtered.
-if mujoco.get_mju_user_warning() is None:
-    mujoco.set_mju_user_warning(_python_warning)
-
-
-@contextlib.contextmanager
-def quiet_settotalmass():
-    """Silence MuJoCo's deprecation warning for ``settotalmass`` while loading a model.
-
-    Gymnasium's half_cheetah.xml uses it; the model is kept as is, so the physics
-    stays identical to Gymnasium's HalfCheetah-v5.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*settotalmass.*deprecated")
-        yield
-
-
-def asset_path(xml_file: str) -> str:
-    """Path of one of Gymnasium's MuJoCo models, e.g. ``"half_cheetah.xml"``."""
-    return os.path.join(ASSETS_DIR, xml_file)
-
-
-def load_model(rules: MujocoRules) -> mujoco.MjModel:
-    """The rules' Gymnasium model; with a contact-force sensor if they need one."""
-    spec = mujoco.MjSpec.from_file(asset_path(rules.xml_file))
-    if rules.needs_contact_forces:
-        contact_force_model(spec)
-    with quiet_settotalmass():
-        return spec.compile()
-
 
 def initial_state(
     rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray, noise_scale: float
