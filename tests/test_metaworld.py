@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from envs.metaworld import MetaWorldFamily, benchmark, split_tasks  # noqa: E402
+from envs import metaworld as metaworld_env  # noqa: E402
+from envs.metaworld import MetaWorldEnv, MetaWorldFamily, benchmark, split_tasks  # noqa: E402
 from envs.registration import get_family  # noqa: E402
 from metarl.cli import main  # noqa: E402
 
@@ -86,3 +87,23 @@ def test_maml_trpo_smoke_run_logs_and_evaluates_success(tmp_path, capsys):
                  "--set", "env_kwargs={env_name: reach-v3, split: test}"]) != 0
     assert "held out for evaluation" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_touching_object_on_arrays_equals_metaworlds():
+    """Reference: Meta-World's own loop over data.contact, at every step of a scripted
+    pick-place (the gripper closes on the puck: both answers occur)."""
+    from metaworld.policies import SawyerPickPlaceV3Policy
+
+    env = MetaWorldEnv(None, "ML1", "pick-place-v3")
+    sawyer, policy = env._env, SawyerPickPlaceV3Policy()
+    obs, _ = env.reset(seed=0)
+    puck = sawyer._get_id_main_object()
+    answers = []
+    for _ in range(150):
+        obs, *_ = env.step(np.clip(policy.get_action(obs), -1, 1))
+        for geom in (puck, sawyer.data.geom("leftpad_geom").id):
+            fast = metaworld_env._touching_object(sawyer, geom)
+            assert fast == metaworld_env._metaworld_touching_object(sawyer, geom)
+        answers.append(metaworld_env._touching_object(sawyer, puck))
+    env.close()
+    assert True in answers and False in answers
