@@ -100,6 +100,13 @@ def test_omniglot_config_splits_rotated_classes_without_mixing(tmp_path):
     first, again = load_classes(by_count, "eval"), load_classes(by_count, "eval")
     assert first.names == again.names and len(first.names) == 2
     assert set(first.names).isdisjoint(load_classes(by_count, "train").names)
+    # Mirrored training characters: twice the training classes, held-out ones unchanged.
+    mirrored = omniglot_config(tmp_path, mirror_training_characters=True)
+    assert len(load_classes(mirrored, "train").names) == 2 * 4 * 4
+    assert load_classes(mirrored, "eval").names == test.names
+    with pytest.raises(ConfigError, match="'mirror_training_characters' is for Omniglot"):
+        load_config(data={"kind": "fewshot", "dataset": "miniimagenet",
+                          "mirror_training_characters": True})
 
 
 def test_omniglot_data_errors_are_one_line_and_name_the_path(tmp_path):

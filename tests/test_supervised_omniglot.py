@@ -13,6 +13,7 @@ from metarl.supervised.omniglot import (
     read_omniglot,
     split_by_alphabet,
     split_by_character,
+    with_mirrors,
     with_rotations,
 )
 
@@ -84,6 +85,15 @@ def test_rotations_make_four_classes_per_character(tmp_path):
     assert rotated.images.shape[0] == 8 and rotated.names[2] == "Greek/character01@rot90"
     assert torch.equal(rotated.images[2], torch.rot90(chars.images[0], 1, dims=(1, 2)))
     assert torch.equal(torch.rot90(rotated.images[6], 1, dims=(1, 2)), chars.images[0])
+
+
+def test_mirrors_make_two_classes_per_character(tmp_path):
+    chars = read_omniglot([make_zip(tmp_path / "a.zip", ["Greek"], characters=2)])
+    mirrored = with_mirrors(chars)
+    assert mirrored.images.shape[0] == 4 and mirrored.names[3] == "Greek/character02@mirror"
+    assert torch.equal(mirrored.images[:2], chars.images)
+    assert torch.equal(torch.flip(mirrored.images[2], dims=(2,)), chars.images[0])
+    assert not torch.equal(mirrored.images[2], chars.images[0])  # the drawings are not symmetric
 
 
 def test_sampler_shapes_labels_and_no_mixing_of_splits(tmp_path):

@@ -76,6 +76,9 @@ class FewshotConfig:
                                  "when test_alphabets is empty (the paper: 1200)")
     rotations: bool | None = spec(None, doc="Omniglot: 4 classes per character rotated by "
                                   "multiples of 90 degrees (null: yes for Omniglot)")
+    mirror_training_characters: bool = spec(False, doc="Omniglot: each training character "
+                                            "also mirrored left to right, a class of its own "
+                                            "(twice the training classes; held-out ones as drawn)")
     eval_split: Literal["test", "val"] = spec("test", doc="MiniImageNet: csv split for evaluate")
     image_size: int | None = spec(None, low=4)
     filters: int | None = spec(None, low=1)
@@ -132,6 +135,9 @@ class FewshotConfig:
         if self.dataset == "miniimagenet" and self.rotations:
             raise ConfigError("config key 'rotations': the rotation augmentation is for Omniglot; "
                               "use null or false with dataset: miniimagenet")
+        if self.dataset == "miniimagenet" and self.mirror_training_characters:
+            raise ConfigError("config key 'mirror_training_characters' is for Omniglot; use "
+                              "false with dataset: miniimagenet")
         if not self.archives and self.dataset == "omniglot":
             raise ConfigError("config key 'archives': name at least one Omniglot archive")
 

@@ -19,6 +19,7 @@ from metarl.supervised.omniglot import (
     read_omniglot,
     split_by_alphabet,
     split_by_character,
+    with_mirrors,
     with_rotations,
 )
 
@@ -60,7 +61,8 @@ def omniglot_sources(root: Path, archives: list[str]) -> list[Path]:
 
 
 def omniglot_splits(config) -> tuple[ImageClasses, ImageClasses]:
-    """(train, test) character sets, rotated into 4 classes each if configured."""
+    """(train, test) character sets, rotated into 4 classes each if configured; the
+    training characters also mirrored first if configured (8 classes each then)."""
     arch = config.architecture()
     root = resolve_data_dir(config.data_dir)
     characters = read_omniglot(omniglot_sources(root, config.archives), arch["image_size"])
@@ -78,6 +80,8 @@ def omniglot_splits(config) -> tuple[ImageClasses, ImageClasses]:
         # The split has its own generator: the same characters for every run of a seed.
         rng = np.random.default_rng([config.seed, 1])
         train, test = split_by_character(characters, config.train_characters, rng)
+    if config.mirror_training_characters:
+        train = with_mirrors(train)
     if arch["rotations"]:
         train, test = with_rotations(train), with_rotations(test)
     return train, test

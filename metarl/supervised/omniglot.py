@@ -106,6 +106,12 @@ def split_by_character(characters: Characters, num_train: int, rng: np.random.Ge
             characters.subset(sorted(order[num_train:].tolist())))
 
 
+def with_mirrors(characters: Characters) -> Characters:
+    """Two classes per character: as drawn, and mirrored left to right (names ``@mirror``)."""
+    images = torch.cat([characters.images, torch.flip(characters.images, dims=(3,))])
+    return Characters(images, characters.names + [f"{n}@mirror" for n in characters.names])
+
+
 def with_rotations(characters: Characters) -> Characters:
     """Four classes per character: rotated by 0, 90, 180 and 270 degrees (the paper)."""
     images = torch.cat([torch.rot90(characters.images, k, dims=(2, 3)) for k in range(4)])
