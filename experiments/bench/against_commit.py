@@ -8,8 +8,9 @@ folder, so relative data paths resolve alike.
 
 Per iteration = (T(n2) - T(n1)) / (n2 - n1) of two trainings of n1 and n2 iterations:
 start-up, data loading, compilation on the first iteration and the final checkpoint
-cancel out. Sides alternate (old, new, old, new, ...) so that drift of the machine
-hits both alike.
+cancel out. Each side first trains n1 iterations untimed, so that disk caches (files,
+torch.compile's kernels) are warm for both of its timed runs. Sides alternate (old,
+new, old, new, ...) so that drift of the machine hits both alike.
 
     python experiments/bench/against_commit.py --rev 592217c \
         --config experiments/configs/omniglot-small-20w1s.yaml --iterations 3 13 --repeats 2
@@ -100,6 +101,8 @@ def main() -> None:
         try:
             if not (old_root / args.config).is_file():
                 raise SystemExit(f"{args.config} does not exist at {commit[:10]}")
+            for root in (old_root, REPO):  # warm-up, untimed
+                train_seconds(root, args.config, n1, args.overrides)
             rows = []
             for repeat in range(args.repeats):
                 old = per_iteration(old_root, args.config, n1, n2, args.overrides)
