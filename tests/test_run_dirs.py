@@ -123,9 +123,8 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     run = tmp_path / "run"
     process = start_training(run, "experiments/configs/navigation-2d.yaml",
                              "--set=horizon=100", "--set=meta_batch_size=40",
-                             "--set=episodes_per_task=400")  # iterations of ~40 s: the second
-    # Ctrl-C must land inside one (with 40, and on 2026-12-02 with 100 episodes, an iteration
-    # ended in between)
+                             "--set=episodes_per_task=100")  # iterations of ~10 s: the second
+    # Ctrl-C must land inside one (with 40 episodes an iteration once ended in between)
     wait_for(run / "config.yaml", process)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
