@@ -123,7 +123,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     run = tmp_path / "run"
     process = start_training(run, "experiments/configs/navigation-2d.yaml",
                              "--set=horizon=100", "--set=meta_batch_size=40",
-                             "--set=episodes_per_task=100")  # iterations of ~10 s: the second
+                             "--set=episodes_per_task=200")  # iterations of ~20 s: the second
     # Ctrl-C must land inside one (with 40 episodes an iteration once ended in between)
     wait_for(run / "config.yaml", process)
     time.sleep(1.0)
@@ -133,7 +133,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     first = process.stderr.readline()
     assert "stopping after this iteration" in first
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert "Traceback" not in err and "stopped at once" in err.splitlines()[-1], err
 
