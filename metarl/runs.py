@@ -135,7 +135,10 @@ class StopOnInterrupt:
 
     def _request(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        # A process started in the background (`cmd &`, nohup) inherits SIGINT ignored;
+        # restoring that would swallow the second Ctrl-C, so it raises in every case.
+        second = self._previous if callable(self._previous) else signal.default_int_handler
+        signal.signal(signal.SIGINT, second)
         print("metarl: stopping after this iteration (Ctrl-C again to stop at once)",
               file=sys.stderr)
 

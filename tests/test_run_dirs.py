@@ -77,7 +77,9 @@ def test_evaluate_counts_are_taken_as_given_or_refused(tmp_path, capsys):
     assert not (run / "evaluation.json").exists()
 
 
-def start_training(run, config, *extra):
+def start_training(run, config, *extra, sigint=None):
+    """``sigint``: the SIGINT disposition the child inherits (None: this process's)."""
+    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -85,7 +87,8 @@ def start_training(run, config, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "metarl", "train", config, "--run-dir", str(run), "--quiet",
          "--set=iterations=100000", "--set=checkpoint_every=100000", "--set=threads=1",
-         *extra], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *extra], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=None if sigint is None else lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def wait_for(path, process, seconds=120):
@@ -107,7 +110,7 @@ def test_ctrl_c_checkpoints_the_last_finished_iteration_and_says_how_to_resume(
     while not list(run.glob(first_file)):  # a first iteration has finished
         assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and len(lines) <= 2, err
@@ -116,15 +119,16 @@ def test_ctrl_c_checkpoints_the_last_finished_iteration_and_says_how_to_resume(
     assert load_checkpoint(run / "checkpoint.pt")["iteration"] == iteration >= 1
 
 
-def test_a_second_ctrl_c_stops_at_once(tmp_path):
+@pytest.mark.parametrize("inherited", ["SIG_DFL", "SIG_IGN"])  # SIG_IGN: as `cmd &` starts it
+def test_a_second_ctrl_c_stops_at_once(tmp_path, inherited):
     import signal
     import time
 
     run = tmp_path / "run"
     process = start_training(run, "experiments/configs/navigation-2d.yaml",
                              "--set=horizon=100", "--set=meta_batch_size=40",
-                             "--set=episodes_per_task=200")  # iterations of ~20 s: the second
-    # Ctrl-C must land inside one (with 40 episodes an iteration once ended in between)
+                             "--set=episodes_per_task=100",  # iterations of several seconds
+                             sigint=getattr(signal, inherited))
     wait_for(run / "config.yaml", process)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
@@ -133,7 +137,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     first = process.stderr.readline()
     assert "stopping after this iteration" in first
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in err and "stopped at once" in err.splitlines()[-1], err
 
