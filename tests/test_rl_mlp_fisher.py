@@ -8,6 +8,7 @@ from envs.navigation import Navigation2DFamily
 from metarl.config import load_config
 from metarl.functional import call, detach_params, expand_params, flatten, params_of, unflatten
 from metarl.models import MLP, CategoricalPolicy, GaussianPolicy
+from metarl.rl import episode_slices, mlp_fisher
 from metarl.rl.adaptation import adapt_through, inner_iterates
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import (
@@ -101,13 +102,46 @@ def test_policy_fisher_is_the_kl_hessian(discrete, activation):
         torch.testing.assert_close(got[name], want, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("discrete", [False, True])
+@pytest.mark.parametrize("objective", ["reinforce", "lvc", "dice"])
+def test_products_summed_over_episode_slices_equal_the_whole_batch(discrete, objective):
+    policy = make_policy(discrete, "tanh")
+    train, valid = synthetic_batch(policy, 1, discrete)
+    episodes, adv = train[0]
+    layout = mlp_layout(policy)
+    params = expand_params(detach_params(params_of(policy)), T)
+    params = {k: v + 0.1 * torch.randn_like(v) for k, v in params.items()}
+    vector = {k: torch.randn_like(v) for k, v in params.items()}
+    whole_hessian = InnerHessian(layout, params, episodes, adv, objective, Buffers())
+    whole_fisher = PolicyFisher(layout, params, valid, Buffers())
+    buffers = Buffers()  # shared by the slices, as in rl.fisher
+    for per in (1, 3):  # slices of one episode, and of 3 + 1
+        steps = per * T * H
+        assert len(episode_slices.episode_slices(episodes, steps)) == -(-E // per)
+        hessian = episode_slices.SlicedProduct(episodes, lambda part, where: InnerHessian(
+            layout, params, part, adv[:, where], objective, buffers,
+            mlp_fisher.valid_steps(episodes.mask)), steps)
+        fisher = episode_slices.SlicedProduct(valid, lambda part, _: PolicyFisher(
+            layout, params, part, buffers, mlp_fisher.valid_steps(valid.mask)), steps)
+        for got, want in [(hessian(vector), whole_hessian(vector)),
+                          (fisher(vector), whole_fisher(vector)),
+                          (fisher.surrogate_gradient(adv), whole_fisher.surrogate_gradient(adv))]:
+            assert got.keys() == want.keys()
+            for name in want:
+                torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-13)
+
+
 @pytest.mark.parametrize("discrete,activation,objective,steps,first_order", [
     (False, "tanh", "reinforce", 1, False), (False, "relu", "reinforce", 2, False),
     (False, "tanh", "lvc", 3, False), (False, "relu", "dice", 2, False),
     (False, "tanh", "reinforce", 2, True), (True, "tanh", "reinforce", 2, False),
     (True, "relu", "dice", 1, False), (True, "relu", "lvc", 2, True)])
+@pytest.mark.parametrize("slice_episodes", [None, 1, 3])  # None: all 4 in one slice
 def test_structured_product_equals_the_third_order_product(discrete, activation, objective,
-                                                           steps, first_order):
+                                                           steps, first_order, slice_episodes,
+                                                           monkeypatch):
+    if slice_episodes is not None:
+        monkeypatch.setattr(episode_slices, "SLICE_STEPS", slice_episodes * T * H)
     policy = make_policy(discrete, activation)
     train, valid = synthetic_batch(policy, steps, discrete)
     meta = detach_params(params_of(policy))

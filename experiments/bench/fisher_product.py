@@ -5,7 +5,9 @@ step conjugate gradient finds with each preconditioner.
 For 2D navigation (paper settings) and HalfCheetahVel (H 100, 40 x 20): one
 real meta-batch, then seconds per product J^T F' J v by
 
-- ``structured`` (rl.mlp_fisher, fisher_backend: structured),
+- ``structured`` (rl.mlp_fisher, fisher_backend: structured), on slices of whole
+  episodes of ``rl.episode_slices.SLICE_STEPS`` steps, and at other slice sizes and
+  on the whole batch at once (``unsliced``, the product before slicing),
 - ``autograd`` (double backward, the product before it; fisher_backend: autograd),
 - ``third order`` (differentiating the KL's gradient through the adaptation),
 
@@ -28,6 +30,7 @@ import torch
 
 from metarl.config import load_config
 from metarl.functional import call, detach_params, flatten, params_of
+from metarl.rl import episode_slices
 from metarl.rl.adaptation import adapt_through
 from metarl.rl.families import make_family
 from metarl.rl.fisher import make_fisher_product, third_order_product
@@ -44,6 +47,8 @@ CASES = {
     "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", ["horizon=100"]),
 }
 
+SLICE_SIZES = [2048, 4096, 8192, 16384]  # steps per slice, over all tasks
+
 
 def seconds(fn, repeats: int) -> float:
     fn()
@@ -51,6 +56,18 @@ def seconds(fn, repeats: int) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def interleaved_medians(products: dict, vector, rounds: int) -> dict[str, float]:
+    """Median seconds per product, the products taking turns round by round, so that
+    drift of a shared machine hits all alike (after one warm-up call each)."""
+    samples: dict[str, list[float]] = {key: [] for key in products}
+    for _ in range(rounds + 1):
+        for key, product in products.items():
+            start = time.perf_counter()
+            product(vector)
+            samples[key].append(time.perf_counter() - start)
+    return {key: float(np.median(s[1:])) for key, s in samples.items()}
 
 
 def bmm_rate(tasks: int, rows: int, width: int) -> float:
@@ -99,16 +116,22 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
                                                             config.inner_lr, False), valid.obs),
                            valid.mask)
     products, setup = {}, {}
-    for backend in ["structured", "autograd"]:
+    default_slice = episode_slices.SLICE_STEPS
+    for key, backend, slice_steps in [
+            ("structured", "structured", default_slice),
+            *[(f"  slices {n}", "structured", n) for n in SLICE_SIZES if n != default_slice],
+            ("  unsliced", "structured", 10 ** 12), ("autograd", "autograd", default_slice)]:
         config.fisher_backend = backend
+        episode_slices.SLICE_STEPS = slice_steps  # read when the product is built
         build = lambda: make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
                                             config, kl)
-        setup[backend] = seconds(build, 1)
-        products[backend] = build()
+        setup[key] = seconds(build, 1)
+        products[key] = build()
+    episode_slices.SLICE_STEPS = default_slice
     setup["third order"] = seconds(lambda: third_order_product(kl, meta), 1)
     products["third order"] = third_order_product(kl, meta)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(0))
-    times = {k: seconds(lambda p=p: p(v), 3) for k, p in products.items()}
+    times = interleaved_medians(products, v, rounds=7)
     width = max(layer.out_features for layer in policy.mean.layers[:-1])
     rate = bmm_rate(tasks, rows, width)
     floor = structured_flops(policy, tasks, rows, len(batch.train)) / rate
@@ -121,7 +144,7 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
           f"floor {floor:.3f} s")
     for key in products:
         error = ((products[key](v) - reference).norm() / reference.norm()).item()
-        print(f"  {key:12s} {times[key]:7.3f} s per product ({times[key] / floor:5.2f}x the floor,"
+        print(f"  {key:14s} {times[key]:7.3f} s per product ({times[key] / floor:5.2f}x the floor,"
               f" {times[key] / times['structured']:5.2f}x structured), setup {setup[key]:6.3f} s,"
               f" relative difference to third order {error:.1e}")
     if not quality:

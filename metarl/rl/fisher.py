@@ -42,9 +42,17 @@ from metarl.rl.adaptation import (
     inner_names_of,
     split_rates,
 )
+from metarl.rl.episode_slices import SlicedProduct
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
-from metarl.rl.mlp_fisher import Buffers, InnerHessian, MLPLayout, PolicyFisher, mlp_layout
+from metarl.rl.mlp_fisher import (
+    Buffers,
+    InnerHessian,
+    MLPLayout,
+    PolicyFisher,
+    mlp_layout,
+    valid_steps,
+)
 
 FisherProduct = Callable[[Tensor], Tensor]  # flat v (size of the meta-parameters) -> F v
 
@@ -189,16 +197,24 @@ class StructuredCurvature:
                  policy: nn.Module | None = None, inner_names=None):
         buffers = Buffers()
         names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
-        self.fisher = PolicyFisher(layout, iterates[-1], valid, buffers)
+        count = valid_steps(valid.mask)
+        self.fisher = SlicedProduct(valid, lambda part, _: PolicyFisher(
+            layout, iterates[-1], part, buffers, count))
         # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
         steps = train if learned or not first_order else []
-        hessians = [None if first_order else
-                    InnerHessian(layout, point, episodes, adv, inner_objective, buffers)
+        hessians = [None if first_order else self._inner_hessian(
+                        layout, point, episodes, adv, inner_objective, buffers)
                     for (episodes, adv), point in zip(steps, iterates)]
         gradients = ([dict(zip(names, g)) for g in inner_gradients(
             policy, steps, iterates, inner_loss(inner_objective))] if learned else [])
         self.jacobian = AdaptationJacobian(detach_params(meta_params), names, rates, learned,
                                            hessians, gradients, valid.num_tasks)
+
+    @staticmethod
+    def _inner_hessian(layout, point, episodes, advantages, objective, buffers):
+        count = valid_steps(episodes.mask)
+        return SlicedProduct(episodes, lambda part, where: InnerHessian(
+            layout, point, part, advantages[:, where], objective, buffers, count))
 
     def product(self, vector: Tensor) -> Tensor:
         return self.jacobian.transpose(self.fisher(self.jacobian.apply(vector)))

@@ -237,8 +237,7 @@ def meta_update(policy: nn.Module, batch: MetaBatch, config, shard: Shard = SING
         mlp = mlp_layout(policy)
         if mlp is None:
             raise ValueError("cg_preconditioner: kfac supports metarl's MLP policies only")
-        policy_fisher = (curvatures[-1].fisher if curvatures[-1] is not None
-                         else PolicyFisher(mlp, batch.valid_params, batch.valid, Buffers()))
+        policy_fisher = PolicyFisher(mlp, batch.valid_params, batch.valid, Buffers())
         preconditioner = kfac_preconditioner(policy_fisher, meta_params, config.kfac_damping,
                                              pool)
     full_step = natural_gradient_step(grad, lambda v: pool(mean_of([p(v) for p in products])),

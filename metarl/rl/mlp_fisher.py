@@ -73,9 +73,14 @@ class Buffers:
         return self._store[key]
 
 
-def _dice_costs(advantages: Tensor, mask: Tensor) -> Tensor:
+def valid_steps(mask: Tensor) -> Tensor:
+    """Valid steps per task, (T, 1, 1), at least 1: the inner losses' normaliser."""
+    return mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+
+
+def _dice_costs(advantages: Tensor, mask: Tensor, count: Tensor) -> Tensor:
     """``rl.losses.dice_costs`` of the valid steps over the task's valid steps, as its loss."""
-    return dice_costs(advantages, mask) * mask / mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+    return dice_costs(advantages, mask) * mask / count
 
 
 def _reverse_cumsum(x: Tensor) -> Tensor:
@@ -83,19 +88,19 @@ def _reverse_cumsum(x: Tensor) -> Tensor:
     return x.flip(-1).cumsum(-1).flip(-1)
 
 
-def step_weights(objective: str, advantages: Tensor, mask: Tensor) -> Tensor:
+def step_weights(objective: str, advantages: Tensor, mask: Tensor, count: Tensor) -> Tensor:
     """alpha (T, E, H): the inner loss's gradient is -sum alpha_t grad log pi_t.
 
-    As ``rl.losses``: per-task means over valid steps; DiCE weighs each action by
-    the costs it caused, summed from t on.
+    As ``rl.losses``: per-task means over the ``count`` valid steps (``valid_steps``);
+    DiCE weighs each action by the costs it caused, summed from t on.
     """
     if objective == "dice":
-        return mask * _reverse_cumsum(_dice_costs(advantages, mask))
-    return advantages * mask / mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+        return mask * _reverse_cumsum(_dice_costs(advantages, mask, count))
+    return advantages * mask / count
 
 
 def score_curvature(objective: str, weights: Tensor, mask: Tensor, advantages: Tensor,
-                    score_tangent: Tensor) -> Tensor | None:
+                    count: Tensor, score_tangent: Tensor) -> Tensor | None:
     """beta (T, E, H) of the Hessian's score products -sum beta_t grad log pi_t, given
     score_tangent = grad log pi_t . v (T, E, H); None for REINFORCE (no such term).
 
@@ -107,7 +112,7 @@ def score_curvature(objective: str, weights: Tensor, mask: Tensor, advantages: T
     if objective == "lvc":
         return weights * score_tangent
     causal = torch.cumsum(mask * score_tangent, -1)
-    return mask * _reverse_cumsum(_dice_costs(advantages, mask) * causal)
+    return mask * _reverse_cumsum(_dice_costs(advantages, mask, count) * causal)
 
 
 class MLPPoint:
@@ -236,14 +241,19 @@ class _Head:
 
 class InnerHessian:
     """v -> H v, H the Hessian of an inner loss (``rl.losses``: REINFORCE, LVC, DiCE)
-    at stacked ``params`` on ``episodes`` with ``advantages``, per task (T, ...)."""
+    at stacked ``params`` on ``episodes`` with ``advantages``, per task (T, ...).
+
+    count: the valid steps per task (``valid_steps``) when ``episodes`` are a slice of
+    whole episodes of the loss's batch (``rl.episode_slices``); default: of these."""
 
     def __init__(self, layout: MLPLayout, params: Params, episodes: Episodes,
-                 advantages: Tensor, objective: str, buffers: Buffers):
+                 advantages: Tensor, objective: str, buffers: Buffers,
+                 count: Tensor | None = None):
         self.point = MLPPoint(layout, params, episodes.obs, buffers)
         self.head = _Head(self.point, episodes.actions)
         self.objective, self.mask, self.advantages = objective, episodes.mask, advantages
-        self.weights = step_weights(objective, advantages, episodes.mask)
+        self.count = valid_steps(episodes.mask) if count is None else count
+        self.weights = step_weights(objective, advantages, episodes.mask, self.count)
         self.alpha = self.weights.reshape(*self.head.score.shape[:2], 1)  # (T, N, 1)
         self.point.backward(-self.alpha * self.head.score, record=True)
 
@@ -258,7 +268,7 @@ class InnerHessian:
             out_grad_t = alpha * head.fisher(out_t)
         score_t = head.score_tangent(out_t, log_std_v)
         beta = score_curvature(self.objective, self.weights, self.mask, self.advantages,
-                               score_t.reshape(self.mask.shape))
+                               self.count, score_t.reshape(self.mask.shape))
         if beta is not None:
             beta = beta.reshape(alpha.shape)
             out_grad_t = out_grad_t - beta * head.score
@@ -274,14 +284,15 @@ class InnerHessian:
 
 class PolicyFisher:
     """v -> F v, F the Hessian of ``rl.losses.mean_kl`` from the policies at stacked
-    ``params`` on ``episodes`` (the Fisher there: J_out^T M J_out), per task (T, ...)."""
+    ``params`` on ``episodes`` (the Fisher there: J_out^T M J_out), per task (T, ...).
+    count: as ``InnerHessian``'s."""
 
     def __init__(self, layout: MLPLayout, params: Params, episodes: Episodes,
-                 buffers: Buffers):
+                 buffers: Buffers, count: Tensor | None = None):
         self.point = MLPPoint(layout, params, episodes.obs, buffers)
         self.head = _Head(self.point, episodes.actions)
         mask = episodes.mask
-        count = mask.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+        count = valid_steps(mask) if count is None else count
         weights = mask / (count * mask.shape[0])  # mean over valid steps, then tasks
         self.weights = weights.reshape(*self.head.score.shape[:2], 1)
 
