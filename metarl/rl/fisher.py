@@ -182,7 +182,8 @@ class AdaptationJacobian:
 
 class StructuredCurvature:
     """The adaptation's Jacobian J and the adapted policies' Fisher F' for metarl's MLP
-    policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation.
+    policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation,
+    each product summed over slices of whole episodes (``rl.episode_slices``).
 
     Built once per meta-iteration; ``product`` is J^T F' J (J = I when
     ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
