@@ -43,8 +43,12 @@ def test_best_iterate_is_the_best_validated_one(tmp_path):
 def test_resume_with_validation_equals_uninterrupted(tmp_path):
     full = config("iterations=4")
     train(full, make_family(full), tmp_path / "full", progress=False)
-    half = config("iterations=2")
-    train(half, make_family(half), tmp_path / "split", progress=False)
+    # Stopped as a time limit stops it: after its first iteration. (A run trained to
+    # iterations=2 and then extended validates at its last iteration, 1, as well, so its
+    # best.pt may rightly differ from an uninterrupted 4-iteration run's.)
+    stopped = config("iterations=4", "time_limit_minutes=1e-9")
+    train(stopped, make_family(stopped), tmp_path / "split", progress=False)
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["iteration"] == 1
     train(full, make_family(full), tmp_path / "split", resume=True, progress=False)
     for name in ("checkpoint.pt", "best.pt"):
         a, b = (load_checkpoint(tmp_path / run / name) for run in ("full", "split"))
