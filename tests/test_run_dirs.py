@@ -110,7 +110,7 @@ def test_ctrl_c_checkpoints_the_last_finished_iteration_and_says_how_to_resume(
     while not list(run.glob(first_file)):  # a first iteration has finished
         assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and len(lines) <= 2, err
