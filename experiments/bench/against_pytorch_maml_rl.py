@@ -1,40 +1,51 @@
-"""Seconds per 2D-navigation meta-iteration: metarl against pytorch-maml-rl, in one run.
+"""Seconds per meta-iteration: metarl against pytorch-maml-rl, in one run.
 
 The peer (tristandeleu/pytorch-maml-rl, the most used PyTorch MAML-RL port) runs its
 own ``train.py`` loop (``MultiTaskSampler`` with one worker process, ``MAMLTRPO.step``)
-at metarl's ``navigation-2d.yaml`` settings: the paper's 20 tasks x 20 episodes, horizon
-100, 100-100 ReLU policy, one inner step of 0.1, TRPO max KL 0.01, 10 CG iterations,
-15 line-search steps. metarl runs real meta-iterations of its training loop
-(``meta_iteration.py``'s default variant). Both on the CPUs this process may use (pin
-with ``taskset``), one torch thread each, alternated (peer, metarl, peer, metarl) so
-that drift of the machine hits both alike; each side's first iterations are warm-up.
+at metarl's settings (``--task``): ``navigation`` is ``navigation-2d.yaml``, the paper's
+20 tasks x 20 episodes, horizon 100, 100-100 ReLU policy, one inner step of 0.1, TRPO max
+KL 0.01, 10 CG iterations, 15 line-search steps; ``halfcheetah`` is
+``halfcheetah-vel.yaml`` at the common 100-step horizon (40 tasks x 20 episodes,
+100-100 ReLU), the peer's ``HalfCheetahVel-v2`` with its own action scaling. metarl runs
+real meta-iterations of its training loop (``meta_iteration.py``'s default variant). For
+HalfCheetah it also prints the bare engine's time for the iteration's env steps. Both on
+the CPUs this process may use (pin with ``taskset``), one torch thread each, alternated
+(peer, metarl, peer, metarl) so that drift of the machine hits both alike; each side's
+first iterations are warm-up.
 
 The peer needs its own environment: a checkout, and a Python with gym 0.17 and numpy
 < 2 (its env and vector-env code predate gym 0.26 and Gymnasium). Its one line that no
 longer runs on torch 2 (``torch.lstsq``, removed) must be ported first:
 ``torch.linalg.lstsq(XT_X + reg_coeff * self._eye, XT_y).solution`` in
-``maml_rl/baseline.py``. HalfCheetah needs mujoco-py there, so navigation only.
+``maml_rl/baseline.py``. Its MuJoCo envs subclass gym 0.17's, which need mujoco-py
+(MuJoCo 2.1 binaries, not installable here): ``peer_shim/mujoco_py.py`` stands in for it
+on the official ``mujoco`` bindings (install ``mujoco`` in the peer's Python), so the
+peer steps the same C engine, one ``mj_step`` call per frame as mujoco-py does.
 
     python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 "numpy<2" \\
-        gym==0.17.3 pyyaml tqdm
+        gym==0.17.3 pyyaml tqdm mujoco==4.0.0
     python experiments/bench/against_pytorch_maml_rl.py --peer-dir PATH \\
-        --peer-python /tmp/peer/bin/python [--iterations 5] [--rounds 2]
+        --peer-python /tmp/peer/bin/python [--task halfcheetah] [--iterations 5] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from meta_iteration import run_variant  # experiments/bench/meta_iteration.py
+import numpy as np
+from meta_iteration import CASES, run_variant  # experiments/bench/meta_iteration.py
+from sampler import ceiling_rate  # experiments/bench/sampler.py
 
 from metarl.config import load_config
+from metarl.rl.families import make_family
 
-CONFIG = "experiments/configs/navigation-2d.yaml"
+SHIM = Path(__file__).resolve().parent / "peer_shim"
 
 # pytorch-maml-rl's train.py loop, timed per iteration; prints one JSON line.
 PEER_LOOP = """
@@ -74,21 +85,45 @@ print(json.dumps(times[warmup:]))
 """
 
 
-def peer_config() -> dict:
-    """metarl's navigation settings in pytorch-maml-rl's config keys."""
-    c = load_config(CONFIG)
-    return {"env-name": "2DNavigation-v0", "env-kwargs": {"low": -0.5, "high": 0.5},
-            "hidden-sizes": list(c.hidden_sizes), "nonlinearity": c.activation,
+def peer_config(task: str) -> dict:
+    """metarl's settings for ``task`` (a ``meta_iteration.CASES`` key) in pytorch-maml-rl's
+    config keys."""
+    path, overrides = CASES[task]
+    c = load_config(path, overrides)
+    env = ({"env-name": "2DNavigation-v0", "env-kwargs": {"low": -0.5, "high": 0.5}}
+           if task == "navigation" else
+           {"env-name": "HalfCheetahVel-v2", "env-kwargs": {
+               "low": 0.0, "high": 2.0, "normalization_scale": 10.0,
+               "max_episode_steps": c.horizon}})
+    return {**env, "hidden-sizes": list(c.hidden_sizes), "nonlinearity": c.activation,
             "fast-lr": c.inner_lr, "fast-batch-size": c.episodes_per_task,
             "meta-batch-size": c.meta_batch_size, "gamma": c.gamma, "gae-lambda": c.gae_lambda,
             "max-kl": c.max_kl, "cg-iters": c.cg_iters, "cg-damping": c.cg_damping,
             "ls-max-steps": c.line_search_steps, "ls-backtrack-ratio": c.line_search_ratio}
 
 
+def engine_seconds(task: str) -> float | None:
+    """Seconds bare MuJoCo (``mujoco.batch``, one thread, no policy) takes for the
+    2 x T x E x H env steps of one meta-iteration; None for navigation (no engine)."""
+    if task == "navigation":
+        return None
+    path, overrides = CASES[task]
+    config = load_config(path, [*overrides, "threads=1"])
+    family = make_family(config)
+    tasks = family.sample_tasks(np.random.default_rng(0), config.meta_batch_size)
+    env = family.make_vector_env(tasks, config.episodes_per_task)
+    steps = env.num_envs * config.horizon
+    rate = ceiling_rate(env.model, env.num_envs, config.horizon, threads=1)
+    env.close()
+    return 2 * steps / rate
+
+
 def peer_seconds(peer_python: str, peer_dir: Path, config_file: str, warmup: int,
                  iterations: int) -> list[float]:
+    path = os.pathsep.join(filter(None, [str(SHIM), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([peer_python, "-c", PEER_LOOP, config_file, str(warmup),
-                           str(iterations)], cwd=peer_dir, capture_output=True, text=True)
+                           str(iterations)], cwd=peer_dir, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": path})
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-4:])
         raise SystemExit(f"pytorch-maml-rl failed:\n{tail}")
@@ -100,6 +135,7 @@ def main() -> None:
     parser.add_argument("--peer-dir", required=True, type=Path,
                         help="a checkout of tristandeleu/pytorch-maml-rl")
     parser.add_argument("--peer-python", required=True, help="its Python (gym 0.17, numpy<2)")
+    parser.add_argument("--task", choices=sorted(CASES), default="navigation")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2, help="the peer's warm-up iterations")
     parser.add_argument("--rounds", type=int, default=2)
@@ -107,20 +143,26 @@ def main() -> None:
     if not (args.peer_dir / "maml_rl" / "metalearners" / "maml_trpo.py").is_file():
         parser.error(f"not a pytorch-maml-rl checkout: {args.peer_dir}")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(peer_config(), f)
+        json.dump(peer_config(args.task), f)
     peer, ours = [], []
     for r in range(args.rounds):
         peer += peer_seconds(args.peer_python, args.peer_dir, f.name, args.warmup,
                              args.iterations)
-        ours.append(run_variant("navigation", "structured", 1, args.iterations)["total"])
+        ours.append(run_variant(args.task, "structured", 1, args.iterations)["total"])
         print(f"round {r + 1}: pytorch-maml-rl {sum(peer[-args.iterations:]) / args.iterations:.3f}"
               f" s, metarl {ours[-1]:.3f} s per iteration", flush=True)
     Path(f.name).unlink()
     peer_mean, ours_mean = sum(peer) / len(peer), sum(ours) / len(ours)
-    print(f"2D navigation ({CONFIG}: {json.dumps(peer_config())}), 1 thread each, "
+    print(f"{args.task} ({' '.join([CASES[args.task][0], *CASES[args.task][1]])}: "
+          f"{json.dumps(peer_config(args.task))}), 1 thread each, "
           f"{args.rounds} x {args.iterations} iterations after warm-up")
     print(f"  pytorch-maml-rl {peer_mean:.3f} s, metarl {ours_mean:.3f} s per meta-iteration: "
           f"pytorch-maml-rl takes {peer_mean / ours_mean:.2f}x metarl's time")
+    engine = engine_seconds(args.task)
+    if engine is not None:
+        print(f"  bare MuJoCo for the iteration's env steps (mujoco.batch, 1 thread, no policy): "
+              f"{engine:.3f} s; metarl {ours_mean / engine:.2f}x it, pytorch-maml-rl "
+              f"{peer_mean / engine:.2f}x")
 
 
 if __name__ == "__main__":
