@@ -115,6 +115,41 @@ def split_tasks(bench, split: str) -> tuple[dict, dict[str, list]]:
     return dict(classes), by_class
 
 
+class IdleEnvs:
+    """Meta-World envs of this process that no ``MetaWorldEnv`` holds, by class.
+
+    A ``MetaWorldEnv`` holds one Sawyer env, of its task's class (~18 MB and ~60 ms to
+    build each). Keeping one per class it ever ran made an ML10 run's sub-envs grow
+    towards 10 each (10 GB in the first iteration); now a class switch hands the old
+    env here and takes an idle one of the new class, or builds it. At most
+    ``capacity`` wait, the longest-idle closed first. A reused env gives the same
+    trajectories as a new one after ``set_task`` and ``reset(seed)`` (tested), so
+    which one a sub-env gets changes nothing.
+    """
+
+    def __init__(self, capacity: int = 32):
+        self.capacity = capacity
+        self._idle: list[tuple[tuple, gym.Env]] = []  # oldest first
+
+    def take(self, key: tuple, build) -> gym.Env:
+        for i, (idle_key, env) in enumerate(self._idle):
+            if idle_key == key:
+                del self._idle[i]
+                return env
+        return build()
+
+    def give(self, key: tuple, env: gym.Env) -> None:
+        self._idle.append((key, env))
+        while len(self._idle) > self.capacity:
+            self._idle.pop(0)[1].close()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
+_IDLE = IdleEnvs()
+
+
 class MetaWorldEnv(gym.Env):
     """One Sawyer env that runs any task of a benchmark's split; ``set_task`` switches.
 
@@ -133,17 +168,21 @@ class MetaWorldEnv(gym.Env):
         self._classes, self._tasks = split_tasks(benchmark(benchmark_name, env_name, seed),
                                                  split)
         self.split = split
-        self._envs: dict[str, gym.Env] = {}
+        self._pool_key = (benchmark_name, env_name, split, seed)
+        self._env, self._env_name = None, None
         first = next(iter(self._classes))
-        self._env = self._class_env(first)
+        self.set_task(task or {"env_name": first, "index": 0, "split": split})
         self.observation_space = self._env.observation_space
         self.action_space = self._env.action_space
-        self.set_task(task or {"env_name": first, "index": 0, "split": split})
 
-    def _class_env(self, name: str) -> gym.Env:
-        if name not in self._envs:
-            self._envs[name] = self._classes[name]()
-        return self._envs[name]
+    def _switch_class(self, name: str) -> None:
+        """Hold one env of class ``name``, from this process's idle ones where it can."""
+        if name == self._env_name:
+            return
+        if self._env is not None:
+            _IDLE.give((*self._pool_key, self._env_name), self._env)
+        self._env = _IDLE.take((*self._pool_key, name), self._classes[name])
+        self._env_name = name
 
     def set_task(self, task: Task) -> None:
         check_task_keys(task, ("env_name", "index", "split"), "Meta-World")
@@ -155,7 +194,7 @@ class MetaWorldEnv(gym.Env):
                              f"{', '.join(self._tasks)}")
         if not 0 <= index < len(self._tasks[name]):
             raise ValueError(f"{name} has {len(self._tasks[name])} goals, got index {index}")
-        self._env = self._class_env(name)
+        self._switch_class(name)
         self._env.set_task(self._tasks[name][index])
         self.task = {"env_name": name, "index": index, "split": self.split}
 
@@ -171,8 +210,9 @@ class MetaWorldEnv(gym.Env):
                 bool(terminated), bool(truncated), info)
 
     def close(self) -> None:
-        for env in self._envs.values():
-            env.close()
+        if self._env is not None:
+            self._env.close()
+            self._env, self._env_name = None, None
 
 
 class MetaWorldFamily:

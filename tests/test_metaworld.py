@@ -107,3 +107,39 @@ def test_touching_object_on_arrays_equals_metaworlds():
         answers.append(metaworld_env._touching_object(sawyer, puck))
     env.close()
     assert True in answers and False in answers
+
+
+def _trajectory(env, task, seed, actions):
+    env.set_task(task)
+    out = [env.reset(seed=seed)[0]]
+    for a in actions:
+        obs, reward, *_ = env.step(a)
+        out += [obs, np.array([reward])]
+    return np.concatenate(out)
+
+
+def test_a_sub_env_holds_one_sawyer_env_and_reuse_changes_no_trajectory():
+    """ML10 sub-envs switch classes every meta-batch: each holds one Sawyer env, idle
+    ones wait in a capped pool, and an env that ran other tasks (of another class
+    and of its own) steps exactly as a new one."""
+    names = list(split_tasks(benchmark("ML10", None, 0), "train")[0])[:3]
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(20, 4))
+    task = {"env_name": names[0], "index": 1, "split": "train"}
+    fresh = MetaWorldEnv(task, "ML10", None)
+    expected = _trajectory(fresh, task, 5, actions)
+    fresh.close()
+
+    pool = metaworld_env._IDLE
+    capacity, pool.capacity = pool.capacity, 2
+    try:
+        env = MetaWorldEnv({"env_name": names[1], "index": 0, "split": "train"}, "ML10", None)
+        for name in [names[2], names[1], names[0], names[2], names[0]]:
+            _trajectory(env, {"env_name": name, "index": 2, "split": "train"}, 9, actions[:5])
+            assert len(pool) <= 2
+        np.testing.assert_array_equal(_trajectory(env, task, 5, actions), expected)
+        reused = pool.take(("ML10", None, "train", 0, names[2]), lambda: None)
+        assert reused is not None  # the switch back to names[0] left names[2]'s env idle
+        reused.close()
+        env.close()
+    finally:
+        pool.capacity = capacity
