@@ -11,12 +11,10 @@ episode succeeds if it succeeds at any step.
 
 Install: ``pip install -e ".[metaworld]" && pip install --no-deps metaworld==3.1.1``.
 metaworld 3.1.1 pins mujoco 3.3.0; metarl needs mujoco 4 (``mujoco.batch``), so
-metaworld is installed without its pin and ``_reset_mocap_welds`` below adapts
-its one incompatibility: mujoco 4 widened a weld's ``eq_data`` from 11 to 12
-numbers (a new last field, 0 by default); Meta-World writes 11. Trajectories then
-differ from mujoco 3.3's by floating-point amounts (engine versions differ).
-``_touching_object`` replaces Meta-World's gripper-contact test with one on arrays
-(same results, tested against it).
+metaworld is installed without its pin and ``envs.metaworld_patches`` adapts its
+one incompatibility (a weld's ``eq_data``); trajectories then differ from mujoco
+3.3's by floating-point amounts (engine versions differ). The same module replaces
+three of Meta-World's functions with faster ones that give the same results (tested).
 """
 
 from __future__ import annotations
@@ -42,48 +40,10 @@ def _import_metaworld():
         import metaworld
     except ImportError:
         raise ImportError(f"Meta-World is not installed: {INSTALL}") from None
-    from metaworld.sawyer_xyz_env import SawyerMocapBase, SawyerXYZEnv
+    from envs import metaworld_patches
 
-    SawyerMocapBase.reset_mocap_welds = _reset_mocap_welds
-    if SawyerXYZEnv.touching_object is not _touching_object:
-        global _metaworld_touching_object
-        _metaworld_touching_object = SawyerXYZEnv.touching_object  # the reference, for tests
-        SawyerXYZEnv.touching_object = _touching_object
+    metaworld_patches.apply()
     return metaworld
-
-
-def _reset_mocap_welds(self) -> None:
-    """Meta-World's weld reset, writing its 11 numbers into eq_data of any width."""
-    import mujoco
-
-    if self.model.nmocap > 0 and self.model.eq_data is not None:
-        weld = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]
-        for i in range(self.model.eq_data.shape[0]):
-            if self.model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
-                self.model.eq_data[i, : len(weld)] = weld
-
-
-_metaworld_touching_object = None  # Meta-World's own, once _import_metaworld replaced it
-
-
-def _touching_object(self, object_geom_id: int) -> bool:
-    """Meta-World's ``touching_object`` on the contact arrays, same result.
-
-    Whether both gripper pads push on the object: the normal forces of the contacts
-    between each pad and the object sum to more than 0. Meta-World loops over
-    ``data.contact`` in Python, an object per contact per step: 28% of push-v3's step.
-    The selected forces are summed in contact order by Python's ``sum``, as there.
-    """
-    contact = self.data.contact
-    geoms = contact.geom  # (ncon, 2)
-    with_object = (geoms == object_geom_id).any(axis=1)
-
-    def pad_force(pad_name: str) -> float:
-        pad = self.data.geom(pad_name).id
-        rows = contact.efc_address[with_object & (geoms == pad).any(axis=1)]
-        return sum(self.data.efc_force[rows].tolist())
-
-    return 0 < pad_force("leftpad_geom") and 0 < pad_force("rightpad_geom")
 
 
 @functools.lru_cache(maxsize=8)

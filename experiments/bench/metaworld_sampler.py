@@ -4,8 +4,8 @@
     processes, each stepping a block of the envs (``envs.process_vector``), policy
     included;
 (b) the same ``rollout`` through one ``SyncVectorEnv`` of the same envs;
-(b') (b) with Meta-World's own ``touching_object`` (a Python loop over the contacts),
-    which ``envs.metaworld._touching_object`` replaced (same results, tested);
+(b') (b) with Meta-World's own functions where ``envs.metaworld_patches`` replaces
+    them (the gripper-contact test, the observation's assembly; same results, tested);
 (c) the engine underneath: the same number of simulations of the task's MuJoCo model
     stepped by ``mujoco.batch.Batch`` (``sampler.ceiling_rate``: frame skip 5, zero
     controls, no policy, no Meta-World Python: observations, rewards, mocap), all threads.
@@ -17,29 +17,16 @@ Rates are env steps per second; rounds are interleaved and the best kept.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 
 import numpy as np
 import torch
 from sampler import ceiling_rate, rollout_rate  # experiments/bench/sampler.py
 
-from envs import metaworld as metaworld_env
 from envs.metaworld import MetaWorldFamily
+from envs.metaworld_patches import MetaWorldOwn
 from metarl.functional import expand_params, params_of
 from metarl.models import GaussianPolicy
-
-
-@contextlib.contextmanager
-def metaworlds_touching_object():
-    """Meta-World's own gripper-contact test while inside (this process's envs only)."""
-    from metaworld.sawyer_xyz_env import SawyerXYZEnv
-
-    SawyerXYZEnv.touching_object = metaworld_env._metaworld_touching_object
-    try:
-        yield
-    finally:
-        SawyerXYZEnv.touching_object = metaworld_env._touching_object
 
 
 def main() -> None:
@@ -69,7 +56,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, env in envs.items():
             best[name] = max(best[name], rollout_rate(env, policy, params, args.horizon, r)[0])
-        with metaworlds_touching_object():
+        with MetaWorldOwn():  # this process's envs only: the sync ones
             old = rollout_rate(envs["sync"], policy, params, args.horizon, r)[0]
         best["sync-old"] = max(best["sync-old"], old)
         best["engine"] = max(best["engine"], ceiling_rate(model, args.tasks * args.episodes,
@@ -78,7 +65,7 @@ def main() -> None:
           f"H={args.horizon}, 512-512 tanh policy, {workers} CPUs, best of {args.rounds}")
     print(f"  (a) rollout, {workers} worker processes   {best['processes']:8.0f} steps/s")
     print(f"  (b) rollout, SyncVectorEnv            {best['sync']:8.0f} steps/s")
-    print(f"  (b') the same, Meta-World's contact test {best['sync-old']:5.0f} steps/s "
+    print(f"  (b') the same, Meta-World's own functions {best['sync-old']:4.0f} steps/s "
           f"(b/b' = {best['sync'] / best['sync-old']:.2f})")
     print(f"  (c) bare mujoco.batch, same model     {best['engine']:8.0f} steps/s")
     print(f"  a/b = {best['processes'] / best['sync']:.2f}   "
