@@ -115,14 +115,18 @@ def test_products_summed_over_episode_slices_equal_the_whole_batch(discrete, obj
     whole_hessian = InnerHessian(layout, params, episodes, adv, objective, Buffers())
     whole_fisher = PolicyFisher(layout, params, valid, Buffers())
     buffers = Buffers()  # shared by the slices, as in rl.fisher
-    for per in (1, 3):  # slices of one episode, and of 3 + 1
-        steps = per * T * H
-        assert len(episode_slices.episode_slices(episodes, steps)) == -(-E // per)
+    count = mlp_fisher.valid_steps
+    for tasks, per in [(T, 1), (T, 3), (1, 1), (2, 3)]:  # of every task, and a few tasks each
+        steps, task_steps = tasks * per * H, per * H
+        parts = episode_slices.batch_slices(episodes, steps, task_steps)
+        assert len(parts) == -(-T // tasks) * -(-E // per)
         hessian = episode_slices.SlicedProduct(episodes, lambda part, where: InnerHessian(
-            layout, params, part, adv[:, where], objective, buffers,
-            mlp_fisher.valid_steps(episodes.mask)), steps)
-        fisher = episode_slices.SlicedProduct(valid, lambda part, _: PolicyFisher(
-            layout, params, part, buffers, mlp_fisher.valid_steps(valid.mask)), steps)
+            layout, episode_slices.take_tasks(params, where.tasks), part,
+            adv[where.tasks, where.episodes], objective, buffers,
+            count(episodes.mask)[where.tasks]), steps, task_steps)
+        fisher = episode_slices.SlicedProduct(valid, lambda part, where: PolicyFisher(
+            layout, episode_slices.take_tasks(params, where.tasks), part, buffers,
+            count(valid.mask)[where.tasks], T), steps, task_steps)
         for got, want in [(hessian(vector), whole_hessian(vector)),
                           (fisher(vector), whole_fisher(vector)),
                           (fisher.surrogate_gradient(adv), whole_fisher.surrogate_gradient(adv))]:
@@ -131,17 +135,29 @@ def test_products_summed_over_episode_slices_equal_the_whole_batch(discrete, obj
                 torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-13)
 
 
+def test_batch_slices_cover_every_task_episode_once():
+    mask = torch.ones(5, 7, 10)
+    episodes = Episodes(obs=mask[..., None], actions=mask[..., None], rewards=mask, mask=mask)
+    for steps, task_steps in [(1, 1), (40, 20), (200, 1000), (10**6, 10**6), (60, 30)]:
+        seen = torch.zeros(5, 7)
+        for part in episode_slices.batch_slices(episodes, steps, task_steps):
+            seen[part.tasks, part.episodes] += 1
+        assert bool((seen == 1).all())
+
+
 @pytest.mark.parametrize("discrete,activation,objective,steps,first_order", [
     (False, "tanh", "reinforce", 1, False), (False, "relu", "reinforce", 2, False),
     (False, "tanh", "lvc", 3, False), (False, "relu", "dice", 2, False),
     (False, "tanh", "reinforce", 2, True), (True, "tanh", "reinforce", 2, False),
     (True, "relu", "dice", 1, False), (True, "relu", "lvc", 2, True)])
-@pytest.mark.parametrize("slice_episodes", [None, 1, 3])  # None: all 4 in one slice
+@pytest.mark.parametrize("slicing", [None, (T, 1), (T, 3), (2, 3)])  # tasks, episodes
 def test_structured_product_equals_the_third_order_product(discrete, activation, objective,
-                                                           steps, first_order, slice_episodes,
+                                                           steps, first_order, slicing,
                                                            monkeypatch):
-    if slice_episodes is not None:
-        monkeypatch.setattr(episode_slices, "SLICE_STEPS", slice_episodes * T * H)
+    if slicing is not None:  # else all tasks and episodes in one slice
+        tasks, episodes = slicing
+        monkeypatch.setattr(episode_slices, "SLICE_STEPS", tasks * episodes * H)
+        monkeypatch.setattr(episode_slices, "TASK_STEPS", episodes * H)
     policy = make_policy(discrete, activation)
     train, valid = synthetic_batch(policy, steps, discrete)
     meta = detach_params(params_of(policy))

@@ -5,9 +5,10 @@ step conjugate gradient finds with each preconditioner.
 For 2D navigation (paper settings) and HalfCheetahVel (H 100, 40 x 20): one
 real meta-batch, then seconds per product J^T F' J v by
 
-- ``structured`` (rl.mlp_fisher, fisher_backend: structured), on slices of whole
-  episodes of ``rl.episode_slices.SLICE_STEPS`` steps, and at other slice sizes and
-  on the whole batch at once (``unsliced``, the product before slicing),
+- ``structured`` (rl.mlp_fisher, fisher_backend: structured), on slices of a few
+  tasks' whole episodes (``rl.episode_slices``: ``SLICE_STEPS`` steps, ``TASK_STEPS``
+  per task), at other slice sizes, on slices of all tasks (``all tasks``, the product
+  before slicing over tasks) and on the whole batch at once (``unsliced``),
 - ``autograd`` (double backward, the product before it; fisher_backend: autograd),
 - ``third order`` (differentiating the KL's gradient through the adaptation),
 
@@ -47,7 +48,7 @@ CASES = {
     "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", ["horizon=100"]),
 }
 
-SLICE_SIZES = [2048, 4096, 8192, 16384]  # steps per slice, over all tasks
+SLICE_SIZES = [2048, 4096, 8192, 16384]  # steps per slice
 
 
 def seconds(fn, repeats: int) -> float:
@@ -116,18 +117,24 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
                                                             config.inner_lr, False), valid.obs),
                            valid.mask)
     products, setup = {}, {}
-    default_slice = episode_slices.SLICE_STEPS
-    for key, backend, slice_steps in [
-            ("structured", "structured", default_slice),
-            *[(f"  slices {n}", "structured", n) for n in SLICE_SIZES if n != default_slice],
-            ("  unsliced", "structured", 10 ** 12), ("autograd", "autograd", default_slice)]:
+    default = episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS
+    horizon = valid.horizon
+    all_tasks = max(1, default[0] // (tasks * horizon)) * horizon  # per task, all tasks a slice
+    for key, backend, slicing in [
+            ("structured", "structured", default),
+            *[(f"  slices {n}", "structured", (n, default[1]))
+              for n in SLICE_SIZES if n != default[0]],
+            ("  all tasks", "structured", (tasks * all_tasks, all_tasks)),
+            ("  unsliced", "structured", (10 ** 12, 10 ** 12)),
+            ("autograd", "autograd", default)]:
         config.fisher_backend = backend
-        episode_slices.SLICE_STEPS = slice_steps  # read when the product is built
+        # read when the product is built
+        episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS = slicing
         build = lambda: make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
                                             config, kl)
         setup[key] = seconds(build, 1)
         products[key] = build()
-    episode_slices.SLICE_STEPS = default_slice
+    episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS = default
     setup["third order"] = seconds(lambda: third_order_product(kl, meta), 1)
     products["third order"] = third_order_product(kl, meta)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(0))

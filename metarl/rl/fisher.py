@@ -42,7 +42,7 @@ from metarl.rl.adaptation import (
     inner_names_of,
     split_rates,
 )
-from metarl.rl.episode_slices import SlicedProduct
+from metarl.rl.episode_slices import SlicedProduct, take_tasks
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
 from metarl.rl.mlp_fisher import (
@@ -183,7 +183,7 @@ class AdaptationJacobian:
 class StructuredCurvature:
     """The adaptation's Jacobian J and the adapted policies' Fisher F' for metarl's MLP
     policies (``rl.mlp_fisher``), at the ``inner_iterates`` of the real adaptation,
-    each product summed over slices of whole episodes (``rl.episode_slices``).
+    each product summed over slices of a few tasks' whole episodes (``rl.episode_slices``).
 
     Built once per meta-iteration; ``product`` is J^T F' J (J = I when
     ``first_order`` or ``train`` is empty), ``meta_gradient`` J^T of the surrogate's
@@ -199,8 +199,9 @@ class StructuredCurvature:
         buffers = Buffers()
         names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
         count = valid_steps(valid.mask)
-        self.fisher = SlicedProduct(valid, lambda part, _: PolicyFisher(
-            layout, iterates[-1], part, buffers, count))
+        self.fisher = SlicedProduct(valid, lambda part, where: PolicyFisher(
+            layout, take_tasks(iterates[-1], where.tasks), part, buffers, count[where.tasks],
+            valid.num_tasks))
         # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
         steps = train if learned or not first_order else []
         hessians = [None if first_order else self._inner_hessian(
@@ -215,7 +216,8 @@ class StructuredCurvature:
     def _inner_hessian(layout, point, episodes, advantages, objective, buffers):
         count = valid_steps(episodes.mask)
         return SlicedProduct(episodes, lambda part, where: InnerHessian(
-            layout, point, part, advantages[:, where], objective, buffers, count))
+            layout, take_tasks(point, where.tasks), part,
+            advantages[where.tasks, where.episodes], objective, buffers, count[where.tasks]))
 
     def product(self, vector: Tensor) -> Tensor:
         return self.jacobian.transpose(self.fisher(self.jacobian.apply(vector)))

@@ -285,15 +285,17 @@ class InnerHessian:
 class PolicyFisher:
     """v -> F v, F the Hessian of ``rl.losses.mean_kl`` from the policies at stacked
     ``params`` on ``episodes`` (the Fisher there: J_out^T M J_out), per task (T, ...).
-    count: as ``InnerHessian``'s."""
+    count: as ``InnerHessian``'s; num_tasks: the tasks the KL averages over, when
+    ``episodes`` are some of them (``rl.episode_slices``; default: these)."""
 
     def __init__(self, layout: MLPLayout, params: Params, episodes: Episodes,
-                 buffers: Buffers, count: Tensor | None = None):
+                 buffers: Buffers, count: Tensor | None = None, num_tasks: int | None = None):
         self.point = MLPPoint(layout, params, episodes.obs, buffers)
         self.head = _Head(self.point, episodes.actions)
         mask = episodes.mask
         count = valid_steps(mask) if count is None else count
-        weights = mask / (count * mask.shape[0])  # mean over valid steps, then tasks
+        num_tasks = mask.shape[0] if num_tasks is None else num_tasks
+        weights = mask / (count * num_tasks)  # mean over valid steps, then tasks
         self.weights = weights.reshape(*self.head.score.shape[:2], 1)
 
     def surrogate_gradient(self, advantages: Tensor) -> Params:
