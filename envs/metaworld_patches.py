@@ -1,5 +1,5 @@
 """What metarl changes in Meta-World 3.1.1 when it imports it: one fix for mujoco 4,
-and two replacements for speed that give Meta-World's own results bit for bit (tested
+and three replacements for speed that give Meta-World's own results bit for bit (tested
 against Meta-World's functions, which ``MetaWorldOwn`` puts back for tests and benchmarks).
 
 - ``reset_mocap_welds``: mujoco 4 widened a weld's ``eq_data`` from 11 to 12 numbers
@@ -8,13 +8,22 @@ against Meta-World's functions, which ``MetaWorldOwn`` puts back for tests and b
   contact per step (28% of push-v3's step); here on the contact arrays.
 - ``_get_curr_obs_combined_no_goal``: the observation without np.split / np.hstack
   (10% of a step over ML10's classes).
+- ``Rotation`` in 22 task modules, whose one use is ``from_matrix(m).as_quat()`` for an
+  object's quaternion: scipy's arithmetic in Python floats (13% of a step; calling
+  scipy's compiled routine directly saved only a tenth of it, its checks being numpy).
 
-Not replaced: scipy's ``Rotation.from_matrix`` in 22 task modules (13% of a step; its
-compiled routine, called directly, saved only a tenth of that) and the reward terms'
-``tolerance`` (7%; numpy's and math's exp may differ in the last bit).
+Not replaced: the reward terms' ``tolerance`` (8%; numpy's and math's exp may differ in
+the last bit).
 """
 
 from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import math
+import pkgutil
+import re
 
 import mujoco
 import numpy as np
@@ -62,16 +71,91 @@ def curr_obs_combined_no_goal(self) -> np.ndarray:
     return obs
 
 
+def matrix_quaternion(matrix) -> np.ndarray:
+    """(x, y, z, w) of a rotation matrix (3, 3): ``Rotation.from_matrix(matrix).as_quat()``
+    bit for bit, in Python floats instead of through scipy's array wrapping (~100 us).
+
+    scipy (1.17) checks the determinant and that the Gramian is the identity (isclose,
+    atol 1e-12), orthogonalises by SVD where it is not, then applies Markley's method:
+    the largest of the diagonal and the trace picks the formula, and the quaternion is
+    divided by its norm. The same arithmetic in the same order here; a matrix that is
+    not orthonormal well inside scipy's tolerance goes to scipy itself, so the branch
+    taken is always scipy's (MuJoCo's frames are orthonormal to about 1e-16).
+    """
+    m = np.asarray(matrix, dtype=np.float64).reshape(3, 3).tolist()
+    (a, b, c), (d, e, f), (g, h, k) = m
+    det = a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)
+    off = max(abs(a * d + b * e + c * f), abs(a * g + b * h + c * k), abs(d * g + e * h + f * k))
+    diag = max(abs(a * a + b * b + c * c - 1), abs(d * d + e * e + f * f - 1),
+               abs(g * g + h * h + k * k - 1))
+    if not (det > 0.5 and off < 1e-13 and diag < 1e-7):
+        from scipy.spatial.transform import Rotation
+
+        return Rotation.from_matrix(matrix).as_quat()
+    decision = [a, e, k, a + e + k]
+    choice = 0
+    for index in (1, 2, 3):  # the first largest, as scipy's argmax
+        if decision[index] > decision[choice]:
+            choice = index
+    q = [0.0, 0.0, 0.0, 0.0]
+    if choice != 3:
+        i, j, l_ = choice, (choice + 1) % 3, (choice + 2) % 3
+        q[i] = 1 - decision[3] + 2 * m[i][i]
+        q[j] = m[j][i] + m[i][j]
+        q[l_] = m[l_][i] + m[i][l_]
+        q[3] = m[l_][j] - m[j][l_]
+    else:
+        q = [m[2][1] - m[1][2], m[0][2] - m[2][0], m[1][0] - m[0][1], 1 + decision[3]]
+    norm = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    return np.array([q[0] / norm, q[1] / norm, q[2] / norm, q[3] / norm])
+
+
+class MatrixQuaternion:
+    """Stands in for scipy's ``Rotation`` in Meta-World's task modules, whose every use
+    of it is ``Rotation.from_matrix(m).as_quat()`` (``quaternion_modules`` checks)."""
+
+    def __init__(self, quat: np.ndarray):
+        self._quat = quat
+
+    @staticmethod
+    def from_matrix(matrix) -> MatrixQuaternion:
+        return MatrixQuaternion(matrix_quaternion(matrix))
+
+    def as_quat(self) -> np.ndarray:
+        return self._quat
+
+
+@functools.cache
+def quaternion_modules() -> tuple:
+    """Meta-World's task modules that import scipy's Rotation and use it only as
+    ``Rotation.from_matrix(...).as_quat()`` (22 in 3.1.1; any other use: left alone)."""
+    import metaworld.envs
+    from scipy.spatial.transform import Rotation
+
+    modules = []
+    for info in pkgutil.iter_modules(metaworld.envs.__path__, "metaworld.envs."):
+        module = importlib.import_module(info.name)
+        if getattr(module, "Rotation", None) is not Rotation:
+            continue
+        code = re.sub(r"\s+", "", inspect.getsource(module))
+        uses = re.findall(r"Rotation\.from_matrix\((?:[^()]|\([^()]*\))*\)\.as_quat\(\)", code)
+        if code.count("Rotation.") == len(uses):
+            modules.append(module)
+    return tuple(modules)
+
+
 class MetaWorldOwn:
     """Meta-World's own functions in place of the speed replacements while inside
     (``with MetaWorldOwn(): ...``): the reference for tests and benchmarks."""
 
     def __enter__(self):
-        _set(_ORIGINALS)
+        from scipy.spatial.transform import Rotation
+
+        _set(_ORIGINALS, Rotation)
         return self
 
     def __exit__(self, *exc):
-        _set(REPLACEMENTS)
+        _set(REPLACEMENTS, MatrixQuaternion)
 
 
 REPLACEMENTS = {"touching_object": touching_object,
@@ -79,11 +163,13 @@ REPLACEMENTS = {"touching_object": touching_object,
 _ORIGINALS: dict = {}
 
 
-def _set(methods: dict) -> None:
+def _set(methods: dict, rotation) -> None:
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
     for name, method in methods.items():
         setattr(SawyerXYZEnv, name, method)
+    for module in quaternion_modules():
+        module.Rotation = rotation
 
 
 def apply() -> None:
@@ -93,4 +179,4 @@ def apply() -> None:
     SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
     if not _ORIGINALS:
         _ORIGINALS.update({name: getattr(SawyerXYZEnv, name) for name in REPLACEMENTS})
-        _set(REPLACEMENTS)
+        _set(REPLACEMENTS, MatrixQuaternion)

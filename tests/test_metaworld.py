@@ -174,3 +174,22 @@ def test_every_class_steps_as_with_metaworlds_own_functions():
                 is not metaworld_patches.curr_obs_combined_no_goal
             own = rollout(cls)
         np.testing.assert_array_equal(fast, own, err_msg=name)
+
+
+def test_matrix_quaternion_is_scipys_bit_for_bit():
+    """Random rotations (every branch of Markley's method: each diagonal entry and the
+    trace the largest), and matrices scipy orthogonalises first (handed to scipy)."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    matrices = list(Rotation.random(4000, rng=rng).as_matrix())
+    matrices += [np.diag(d) for d in ([1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, 1])]
+    matrices += [m + rng.normal(scale=s, size=(3, 3)) for m, s in
+                 zip(matrices[:30], [1e-11, 1e-6, 1e-2] * 10)]
+    branches = set()
+    for m in matrices:
+        np.testing.assert_array_equal(metaworld_patches.matrix_quaternion(m),
+                                      Rotation.from_matrix(m).as_quat())
+        branches.add(int(np.argmax([*np.diag(m), np.trace(m)])))
+    assert branches == {0, 1, 2, 3}
+    assert len(metaworld_patches.quaternion_modules()) == 22
