@@ -1,5 +1,5 @@
 """What metarl changes in Meta-World 3.1.1 when it imports it: one fix for mujoco 4,
-and three replacements for speed that give Meta-World's own results bit for bit (tested
+and four replacements for speed that give Meta-World's own results bit for bit (tested
 against Meta-World's functions, which ``MetaWorldOwn`` puts back for tests and benchmarks).
 
 - ``reset_mocap_welds``: mujoco 4 widened a weld's ``eq_data`` from 11 to 12 numbers
@@ -11,9 +11,8 @@ against Meta-World's functions, which ``MetaWorldOwn`` puts back for tests and b
 - ``Rotation`` in 22 task modules, whose one use is ``from_matrix(m).as_quat()`` for an
   object's quaternion: scipy's arithmetic in Python floats (13% of a step; calling
   scipy's compiled routine directly saved only a tenth of it, its checks being numpy).
-
-Not replaced: the reward terms' ``tolerance`` (8%; numpy's and math's exp may differ in
-the last bit).
+- ``reward_utils.tolerance`` for a scalar: the reward terms' bounds and distance without
+  numpy's array dispatch, the sigmoid still numpy's (math's exp may differ in the last bit).
 """
 
 from __future__ import annotations
@@ -144,6 +143,31 @@ def quaternion_modules() -> tuple:
     return tuple(modules)
 
 
+def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_margin=0.1):
+    """Meta-World's ``reward_utils.tolerance`` (1 inside ``bounds``, a sigmoid of the
+    distance / ``margin`` outside), its numpy dispatch skipped for a scalar ``x``: the
+    distance in the same float arithmetic, the sigmoid by Meta-World's own ``_sigmoids``
+    (numpy's exp), so the same bits. Arrays go to Meta-World's own."""
+    if not np.isscalar(x):
+        return _ORIGINAL_TOLERANCE[0](x, bounds, margin, sigmoid, value_at_margin)
+    from metaworld.utils.reward_utils import _sigmoids
+
+    lower, upper = bounds
+    if lower > upper:
+        raise ValueError("Lower bound must be <= upper bound.")
+    if margin < 0:
+        raise ValueError(f"`margin` must be non-negative. Current value: {margin}")
+    if lower <= x <= upper:
+        return 1.0
+    if margin == 0:
+        return 0.0
+    distance = np.float64(lower - x if x < lower else x - upper) / margin
+    return float(_sigmoids(distance, value_at_margin, sigmoid))
+
+
+_ORIGINAL_TOLERANCE: list = []  # Meta-World's, once ``apply`` replaced it
+
+
 class MetaWorldOwn:
     """Meta-World's own functions in place of the speed replacements while inside
     (``with MetaWorldOwn(): ...``): the reference for tests and benchmarks."""
@@ -151,11 +175,11 @@ class MetaWorldOwn:
     def __enter__(self):
         from scipy.spatial.transform import Rotation
 
-        _set(_ORIGINALS, Rotation)
+        _set(_ORIGINALS, Rotation, _ORIGINAL_TOLERANCE[0])
         return self
 
     def __exit__(self, *exc):
-        _set(REPLACEMENTS, MatrixQuaternion)
+        _set(REPLACEMENTS, MatrixQuaternion, tolerance)
 
 
 REPLACEMENTS = {"touching_object": touching_object,
@@ -163,13 +187,15 @@ REPLACEMENTS = {"touching_object": touching_object,
 _ORIGINALS: dict = {}
 
 
-def _set(methods: dict, rotation) -> None:
+def _set(methods: dict, rotation, tolerance_fn) -> None:
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
+    from metaworld.utils import reward_utils
 
     for name, method in methods.items():
         setattr(SawyerXYZEnv, name, method)
     for module in quaternion_modules():
         module.Rotation = rotation
+    reward_utils.tolerance = tolerance_fn
 
 
 def apply() -> None:
@@ -178,5 +204,8 @@ def apply() -> None:
 
     SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
     if not _ORIGINALS:
+        from metaworld.utils import reward_utils
+
         _ORIGINALS.update({name: getattr(SawyerXYZEnv, name) for name in REPLACEMENTS})
-        _set(REPLACEMENTS, MatrixQuaternion)
+        _ORIGINAL_TOLERANCE.append(reward_utils.tolerance)
+        _set(REPLACEMENTS, MatrixQuaternion, tolerance)

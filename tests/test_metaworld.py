@@ -193,3 +193,24 @@ def test_matrix_quaternion_is_scipys_bit_for_bit():
         branches.add(int(np.argmax([*np.diag(m), np.trace(m)])))
     assert branches == {0, 1, 2, 3}
     assert len(metaworld_patches.quaternion_modules()) == 22
+
+
+def test_tolerance_for_scalars_is_metaworlds_bit_for_bit():
+    from metaworld.utils import reward_utils
+
+    metaworld_env._import_metaworld()
+    with MetaWorldOwn():
+        own = reward_utils.tolerance
+    rng = np.random.default_rng(0)
+    sigmoids = ["gaussian", "hyperbolic", "long_tail", "reciprocal", "cosine", "linear",
+                "quadratic", "tanh_squared"]
+    for _ in range(3000):
+        lower = float(rng.uniform(-1, 1))
+        bounds = (lower, lower + float(rng.choice([0.0, rng.uniform(0, 1), np.inf])))
+        margin = float(rng.choice([0.0, rng.uniform(0.01, 2)]))
+        x = rng.uniform(-3, 3)  # np.float64, as Meta-World's distances
+        for value in (x, float(x), np.clip(x, *bounds)):
+            args = (value, bounds, margin, str(rng.choice(sigmoids)), float(rng.uniform(0.05, 0.9)))
+            got, want = metaworld_patches.tolerance(*args), own(*args)
+            assert type(got) is type(want) and (got == want or (got != got and want != want))
+    assert reward_utils.tolerance is metaworld_patches.tolerance
