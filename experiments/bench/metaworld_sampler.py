@@ -1,4 +1,4 @@
-"""Sampler throughput on Meta-World ML1, measured in one run (needs the metaworld extra).
+"""Sampler throughput on Meta-World, measured in one run (needs the metaworld extra).
 
 (a) ``metarl.rl.sampler.rollout`` on the family's default vector env: ``workers``
     processes, each stepping a block of the envs (``envs.process_vector``), policy
@@ -12,6 +12,9 @@
 Rates are env steps per second; rounds are interleaved and the best kept.
 
     python experiments/bench/metaworld_sampler.py --env-name push-v3
+    python experiments/bench/metaworld_sampler.py --benchmark ML10 --horizon 200
+
+For ML10 / ML45 the tasks mix classes; (c) then steps the first task's model.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from metarl.models import GaussianPolicy
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-name", default="push-v3")
+    parser.add_argument("--benchmark", choices=["ML1", "ML10", "ML45"], default="ML1")
+    parser.add_argument("--env-name", default="push-v3", help="the ML1 class")
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=100)
@@ -40,10 +44,11 @@ def main() -> None:
     torch.set_num_threads(1)
     workers = len(os.sched_getaffinity(0))
 
-    family = MetaWorldFamily("ML1", args.env_name, max_episode_steps=args.horizon)
+    env_name = args.env_name if args.benchmark == "ML1" else None
+    family = MetaWorldFamily(args.benchmark, env_name, max_episode_steps=args.horizon)
     tasks = family.sample_tasks(np.random.default_rng(0), args.tasks)
     envs = {"processes": family.make_vector_env(tasks, args.episodes),
-            "sync": MetaWorldFamily("ML1", args.env_name, max_episode_steps=args.horizon,
+            "sync": MetaWorldFamily(args.benchmark, env_name, max_episode_steps=args.horizon,
                                     vectorization="sync").make_vector_env(tasks, args.episodes)}
     probe = family.make_env(tasks[0])
     model = probe.unwrapped._env.model
@@ -61,7 +66,8 @@ def main() -> None:
         best["sync-old"] = max(best["sync-old"], old)
         best["engine"] = max(best["engine"], ceiling_rate(model, args.tasks * args.episodes,
                                                           args.horizon, workers, control=0.0))
-    print(f"Meta-World ML1 {args.env_name}, T={args.tasks} x E={args.episodes} envs, "
+    print(f"Meta-World {args.benchmark} {env_name or 'mixed classes'}, T={args.tasks} x "
+          f"E={args.episodes} envs, "
           f"H={args.horizon}, 512-512 tanh policy, {workers} CPUs, best of {args.rounds}")
     print(f"  (a) rollout, {workers} worker processes   {best['processes']:8.0f} steps/s")
     print(f"  (b) rollout, SyncVectorEnv            {best['sync']:8.0f} steps/s")
