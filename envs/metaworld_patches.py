@@ -148,9 +148,11 @@ def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_mar
     distance / ``margin`` outside), its numpy dispatch skipped for a scalar ``x``: the
     distance in the same float arithmetic, the sigmoid by Meta-World's own ``_sigmoids``
     (numpy's exp), so the same bits. Arrays go to Meta-World's own."""
+    from metaworld.utils import reward_utils
+
     if not np.isscalar(x):
-        return _ORIGINAL_TOLERANCE[0](x, bounds, margin, sigmoid, value_at_margin)
-    from metaworld.utils.reward_utils import _sigmoids
+        own = _ORIGINALS[(reward_utils, "tolerance")]
+        return own(x, bounds, margin, sigmoid, value_at_margin)
 
     lower, upper = bounds
     if lower > upper:
@@ -162,10 +164,26 @@ def tolerance(x, bounds=(0.0, 0.0), margin=0.0, sigmoid="gaussian", value_at_mar
     if margin == 0:
         return 0.0
     distance = np.float64(lower - x if x < lower else x - upper) / margin
-    return float(_sigmoids(distance, value_at_margin, sigmoid))
+    return float(reward_utils._sigmoids(distance, value_at_margin, sigmoid))
 
 
-_ORIGINAL_TOLERANCE: list = []  # Meta-World's, once ``apply`` replaced it
+def _replacements() -> list[tuple[object, str, object]]:
+    """(owner, attribute, metarl's replacement) for every speed replacement."""
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+    from metaworld.utils import reward_utils
+
+    return [(SawyerXYZEnv, "touching_object", touching_object),
+            (SawyerXYZEnv, "_get_curr_obs_combined_no_goal", curr_obs_combined_no_goal),
+            (reward_utils, "tolerance", tolerance),
+            *[(module, "Rotation", MatrixQuaternion) for module in quaternion_modules()]]
+
+
+_ORIGINALS: dict[tuple[object, str], object] = {}  # Meta-World's own, once ``apply`` ran
+
+
+def _set(own: bool) -> None:
+    for owner, name, replacement in _replacements():
+        setattr(owner, name, _ORIGINALS[(owner, name)] if own else replacement)
 
 
 class MetaWorldOwn:
@@ -173,39 +191,19 @@ class MetaWorldOwn:
     (``with MetaWorldOwn(): ...``): the reference for tests and benchmarks."""
 
     def __enter__(self):
-        from scipy.spatial.transform import Rotation
-
-        _set(_ORIGINALS, Rotation, _ORIGINAL_TOLERANCE[0])
+        _set(own=True)
         return self
 
     def __exit__(self, *exc):
-        _set(REPLACEMENTS, MatrixQuaternion, tolerance)
-
-
-REPLACEMENTS = {"touching_object": touching_object,
-                "_get_curr_obs_combined_no_goal": curr_obs_combined_no_goal}
-_ORIGINALS: dict = {}
-
-
-def _set(methods: dict, rotation, tolerance_fn) -> None:
-    from metaworld.sawyer_xyz_env import SawyerXYZEnv
-    from metaworld.utils import reward_utils
-
-    for name, method in methods.items():
-        setattr(SawyerXYZEnv, name, method)
-    for module in quaternion_modules():
-        module.Rotation = rotation
-    reward_utils.tolerance = tolerance_fn
+        _set(own=False)
 
 
 def apply() -> None:
     """Patch the imported Meta-World once (later calls change nothing)."""
-    from metaworld.sawyer_xyz_env import SawyerMocapBase, SawyerXYZEnv
+    from metaworld.sawyer_xyz_env import SawyerMocapBase
 
     SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
     if not _ORIGINALS:
-        from metaworld.utils import reward_utils
-
-        _ORIGINALS.update({name: getattr(SawyerXYZEnv, name) for name in REPLACEMENTS})
-        _ORIGINAL_TOLERANCE.append(reward_utils.tolerance)
-        _set(REPLACEMENTS, MatrixQuaternion, tolerance)
+        _ORIGINALS.update({(owner, name): getattr(owner, name)
+                           for owner, name, _ in _replacements()})
+        _set(own=False)

@@ -5,7 +5,8 @@
     included;
 (b) the same ``rollout`` through one ``SyncVectorEnv`` of the same envs;
 (b') (b) with Meta-World's own functions where ``envs.metaworld_patches`` replaces
-    them (the gripper-contact test, the observation's assembly; same results, tested);
+    them (the gripper-contact test, the observation's assembly, the objects'
+    quaternion, the reward terms' ``tolerance``; same results, tested);
 (c) the engine underneath: the same number of simulations of the task's MuJoCo model
     stepped by ``mujoco.batch.Batch`` (``sampler.ceiling_rate``: frame skip 5, zero
     controls, no policy, no Meta-World Python: observations, rewards, mocap), all threads.

@@ -7,11 +7,11 @@ whole meta-batch every cached activation is (T, E * H, width), 16 MB on
 navigation's 20 x 2000 steps at width 100: each of a product's passes then streams
 from memory. On slices of about ``SLICE_STEPS`` steps the passes of one slice run on
 data still in cache; ``TASK_STEPS`` per task in a slice keeps each task's batched
-matmul tall: slices of 2 tasks x 2000 steps make a product 1.07x faster than slices of
-all tasks x 100 steps (HalfCheetahVel's 40 x 2000 and navigation's 20 x 2000 steps,
-``experiments/bench/fisher_product.py``). Slices hold whole episodes (DiCE's terms run along an episode) and
-keep the whole batch's per-task normaliser (``mlp_fisher.valid_steps``), so the sum
-is the same product.
+matmul tall: slices of 2 tasks x 2000 steps made a product 1.10x (navigation, 20 x
+2000 steps) and 1.09x (HalfCheetahVel, 40 x 2000) faster than slices of all tasks'
+one or two episodes (``experiments/bench/fisher_product.py``). Slices hold whole
+episodes (DiCE's terms run along an episode) and keep the whole batch's per-task
+normaliser (``mlp_fisher.valid_steps``), so the sum is the same product.
 """
 
 from __future__ import annotations
