@@ -1,6 +1,7 @@
 """The rollout sampler: shapes, masks, per-task parameters, seeding."""
 
 import numpy as np
+import pytest
 import torch
 
 from envs.navigation import Navigation2DFamily
@@ -103,3 +104,27 @@ def test_episodes_with_held_ends_equal_those_of_a_sync_vector_env():
     for field in ("obs", "actions", "rewards", "mask"):
         torch.testing.assert_close(getattr(native, field), getattr(sync, field), rtol=0, atol=0)
     assert (native.obs[native.mask == 0] == 0).all()
+
+
+
+@pytest.mark.parametrize("bad, step, raises", [
+    ((float("inf"),), 1, True), ((float("nan"),), 2, True),
+    ((float("inf"), float("-inf")), 1, True),  # a row whose sum is nan
+    ((3e38, 3e38), 1, False),                  # finite, but its float32 sum overflows
+    ((float("nan"),), 3, False),               # after the episode ended: padding
+])
+def test_check_finite_names_the_first_bad_running_step(bad, step, raises):
+    from metarl.rl.episodes import Episodes
+    from metarl.rl.sampler import EnvOutputError, _check_finite
+    obs = torch.zeros(2, 3, 4, 5)
+    obs[1, 2, step, :len(bad)] = torch.tensor(bad)
+    mask = torch.ones(2, 3, 4)
+    mask[1, 2, 3:] = 0  # episode (1, 2) ended after 3 steps
+    episodes = Episodes(obs=obs, actions=torch.zeros(2, 3, 4, 1), rewards=torch.zeros(2, 3, 4),
+                        mask=mask)
+    if raises:
+        with pytest.raises(EnvOutputError, match=f"non-finite observation \\(task 1, "
+                                                 f"episode 2, step {step}\\)"):
+            _check_finite(object(), episodes)
+    else:
+        _check_finite(object(), episodes)
