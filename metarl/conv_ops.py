@@ -46,11 +46,58 @@ def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, group
     return torch.convolution(x, weight, bias, stride, padding, [1, 1], False, [0, 0], groups)
 
 
+# Strided convolutions whose input has at least this many pixels take their input
+# gradient channels-last (``_input_grad``); below it the plain path was as fast or faster.
+NHWC_INPUT_GRAD_MIN_PIXELS = 49
+
+
+def _to_nchw(y: Tensor, block: int = 16) -> Tensor:
+    """A channels-last (N, C, H, W) tensor -> the same values contiguous (NCHW).
+
+    Why not ``y.contiguous()``: that transposes (H*W, C) per image with one strided pass,
+    and with Conv4's stacked T*64 = 1024 channels (a 4 KiB stride) it runs at about a
+    tenth of a plain copy's speed. Two passes over blocks of 16 channels (64-byte rows),
+    each cache-friendly, take about half as long; same values, they are only moved.
+    """
+    n, c, h, w = y.shape
+    if c % block:
+        return y.contiguous()
+    pixels = y.permute(0, 2, 3, 1).reshape(n, h * w, c // block, block)  # a view
+    blocks = pixels.permute(0, 2, 1, 3).contiguous()  # (N, C / block, H*W, block)
+    return blocks.transpose(2, 3).reshape(n, c, h, w)
+
+
+def _input_grad(grad_out: Tensor, x: Tensor, weight: Tensor, stride, padding, groups) -> Tensor:
+    """grad x of ``conv2d(x, weight)``, computed channels-last, returned contiguous.
+
+    Why: for a strided convolution oneDNN computes the input gradient channels-last
+    (``brgconv_strided``) whatever the layout asked for, and PyTorch converts it to NCHW
+    with ``y.contiguous()``'s slow transposition (see ``_to_nchw``): on Omniglot 20-way's
+    layer 2 that conversion is about 40% of the call. Asking for channels-last and
+    converting with ``_to_nchw`` gives the same values (tests/test_conv_ops.py).
+    """
+    nhwc = torch.channels_last
+    shape_of_x = torch.empty_like(x, memory_format=nhwc)  # the input gradient reads no values
+    grad_x = torch.ops.aten.convolution_backward(
+        grad_out.contiguous(memory_format=nhwc), shape_of_x, weight, [weight.shape[0]],
+        stride, padding, [1, 1], False, [0, 0], groups, [True, False, False])[0]
+    return _to_nchw(grad_x)
+
+
 def _conv_grads(grad_out: Tensor, x: Tensor, weight: Tensor, stride, padding, groups,
                 mask: list[bool]):
     """(grad x, grad weight, grad bias) of ``conv2d(x, weight, bias)``, each if asked."""
-    return torch.ops.aten.convolution_backward(grad_out, x, weight, [weight.shape[0]], stride,
-                                               padding, [1, 1], False, [0, 0], groups, mask)
+    if not (mask[0] and max(stride) > 1
+            and x.shape[2] * x.shape[3] >= NHWC_INPUT_GRAD_MIN_PIXELS):
+        return torch.ops.aten.convolution_backward(grad_out, x, weight, [weight.shape[0]],
+                                                   stride, padding, [1, 1], False, [0, 0],
+                                                   groups, mask)
+    grad_weight = grad_bias = None
+    if mask[1] or mask[2]:
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, [weight.shape[0]], stride, padding, [1, 1], False, [0, 0],
+            groups, [False, mask[1], mask[2]])
+    return _input_grad(grad_out, x, weight, stride, padding, groups), grad_weight, grad_bias
 
 
 class _Conv(Function):

@@ -116,3 +116,29 @@ def test_compiled_kernels_give_the_eager_kernels_values_and_gradients(monkeypatc
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     for c, e in zip(compiled, eager):
         torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_input_gradient_equals_torchs(dtype):
+    # Omniglot-like: 2 tasks' 16 channels stacked (a multiple of _to_nchw's block), stride 2,
+    # 8x8 inputs (above NHWC_INPUT_GRAD_MIN_PIXELS); input, weight and bias grads together.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 32, 8, 8, dtype=dtype, generator=g, requires_grad=True)
+    w = torch.randn(32, 16, 3, 3, dtype=dtype, generator=g, requires_grad=True)
+    b = torch.randn(32, dtype=dtype, generator=g, requires_grad=True)
+    assert 8 * 8 >= conv_ops.NHWC_INPUT_GRAD_MIN_PIXELS
+    v = torch.randn(3, 32, 4, 4, dtype=dtype, generator=g)
+    ours = torch.autograd.grad((conv2d(x, w, b, 2, 1, groups=2) * v).sum(), (x, w, b))
+    torchs = torch.autograd.grad((F.conv2d(x, w, b, 2, 1, groups=2) * v).sum(), (x, w, b))
+    assert ours[0].is_contiguous()
+    for a, e in zip(ours, torchs):  # float32 (oneDNN) bit for bit; float64 to rounding
+        exact = {"rtol": 0, "atol": 0} if dtype == torch.float32 else {}
+        torch.testing.assert_close(a, e, **exact)
+
+
+def test_to_nchw_moves_values_only():
+    y = torch.randn(2, 48, 5, 3).contiguous(memory_format=torch.channels_last)
+    out = conv_ops._to_nchw(y)
+    assert out.is_contiguous() and torch.equal(out, y)
+    odd = torch.randn(2, 6, 5, 3).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(conv_ops._to_nchw(odd), odd)
