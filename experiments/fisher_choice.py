@@ -8,7 +8,7 @@ wall-clock minutes) and ``fisher.md`` (a table: iterations reached, seconds
 per iteration, evaluated returns).
 
     python experiments/fisher_choice.py --out-dir runs/fisher --minutes 4 \
-        [--seeds 0 1] [--set threads=1]
+        [--seeds 0 1] [--variants 0 6] [--set threads=1]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ VARIANTS = {  # name -> config overrides
     "exact, 50% of episodes": ["fisher=exact", "fisher_fraction=0.5"],
     "exact, all episodes, 5 CG iterations": ["fisher=exact", "fisher_fraction=1.0",
                                              "cg_iters=5"],
+    "exact, all episodes, bfloat16 products": ["fisher=exact", "fisher_fraction=1.0",
+                                               "fisher_dtype=bfloat16"],
 }
 
 
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))),
+                        help="which variants, by their place in VARIANTS (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for every run, e.g. threads=1")
     args = parser.parse_args()
@@ -69,6 +73,8 @@ def main() -> None:
              f"{args.minutes:g} min | s / iteration | return, 0 steps | return, 1 step |",
              "|---|---|---|---|---|"]
     for color, (name, overrides) in enumerate(VARIANTS.items()):
+        if color not in args.variants:
+            continue
         slug = "-".join(o.split("=")[1] for o in overrides)
         results = [run_variant(args.config, out / f"{slug}-seed{seed}",
                                [*overrides, f"seed={seed}", *args.set], args.minutes, args.tasks)

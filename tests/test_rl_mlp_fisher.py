@@ -208,6 +208,31 @@ def test_the_factory_gives_the_same_product_by_either_backend(overrides):
                                    rtol=1e-8, atol=1e-11)
 
 
+@pytest.mark.parametrize("overrides", [
+    [], ["fisher=adapted"], ["first_order=true"], ["inner_objective=dice", "activation=tanh"],
+    ["method=anil"]])
+def test_bfloat16_products_are_the_exact_ones_to_bfloat16_rounding(overrides):
+    # Computed in bfloat16 (8 bits of mantissa), returned in the vector's dtype.
+    config, policy, batch, valid = navigation_batch(overrides)
+    meta = detach_params(params_of(policy))
+    products = {}
+    for dtype in ["float32", "bfloat16"]:
+        config.fisher_dtype = dtype
+        products[dtype] = make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
+                                              config, kl_through_adaptation=None)
+    for v in random_vectors(meta):
+        exact, low = products["float32"](v), products["bfloat16"](v)
+        assert low.dtype == v.dtype == torch.float64
+        assert 0 < ((low - exact).norm() / exact.norm()).item() < 2e-2
+
+
+def test_bfloat16_products_refuse_the_autograd_backends():
+    from metarl.config import ConfigError
+    for key in ["fisher=autograd", "fisher_backend=autograd"]:
+        with pytest.raises(ConfigError, match="fisher_dtype"):
+            load_config(data={"kind": "rl"}, overrides=["fisher_dtype=bfloat16", key])
+
+
 def test_structured_backend_refuses_other_models():
     config, _, batch, valid = navigation_batch(["fisher_backend=structured"])
     policy = MLP(2, 2, (4,)).double()  # no distribution head: not a supported policy

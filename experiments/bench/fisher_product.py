@@ -2,12 +2,14 @@
 hardware floor and against each other, measured in one run; then how good a TRPO
 step conjugate gradient finds with each preconditioner.
 
-For 2D navigation (paper settings) and HalfCheetahVel (H 100, 40 x 20): one
+For 2D navigation (paper settings), HalfCheetahVel (H 100, 40 x 20) and, with
+``--only navigation-512``, navigation with Meta-World's 512-512 tanh policy: one
 real meta-batch, then seconds per product J^T F' J v by
 
 - ``structured`` (rl.mlp_fisher, fisher_backend: structured), on slices of a few
   tasks' whole episodes (``rl.episode_slices``: ``SLICE_STEPS`` steps, ``TASK_STEPS``
-  per task), at other slice sizes, on slices of all tasks (``all tasks``, the product
+  per task), the same in bfloat16 (``fisher_dtype: bfloat16``), at other slice
+  sizes, on slices of all tasks (``all tasks``, the product
   before slicing over tasks) and on the whole batch at once (``unsliced``),
 - ``autograd`` (double backward, the product before it; fisher_backend: autograd),
 - ``third order`` (differentiating the KL's gradient through the adaptation),
@@ -19,6 +21,7 @@ exact product) as a share of the best one (the exact natural gradient, by 100
 preconditioned CG iterations), for plain CG and K-FAC-preconditioned CG.
 
     python experiments/bench/fisher_product.py [--only navigation] [--threads 1]
+    python experiments/bench/fisher_product.py --only navigation-512 --no-quality  # Meta-World width
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ from metarl.runs import keep_freed_memory
 CASES = {
     "navigation": ("experiments/configs/navigation-2d.yaml", []),
     "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", ["horizon=100"]),
+    # Meta-World's policy width (metaworld-*.yaml: 512-512 tanh) on navigation's batch
+    "navigation-512": ("experiments/configs/navigation-2d.yaml",
+                       ["hidden_sizes=[512, 512]", "activation=tanh"]),
 }
+
+DEFAULT_CASES = ("navigation", "halfcheetah")  # navigation-512 with --only (its third-order
+# reference takes minutes)
 
 SLICE_SIZES = [2048, 4096, 8192, 16384]  # steps per slice
 
@@ -71,10 +80,11 @@ def interleaved_medians(products: dict, vector, rounds: int) -> dict[str, float]
     return {key: float(np.median(s[1:])) for key, s in samples.items()}
 
 
-def bmm_rate(tasks: int, rows: int, width: int) -> float:
+def bmm_rate(tasks: int, rows: int, width: int, dtype=torch.float32) -> float:
     """FLOP/s of (tasks, rows, width) @ (tasks, width, width) into a reused output."""
-    a, b = torch.randn(tasks, rows, width), torch.randn(tasks, width, width)
-    out = torch.empty(tasks, rows, width)
+    a, b = torch.randn(tasks, rows, width, dtype=dtype), torch.randn(tasks, width, width,
+                                                                     dtype=dtype)
+    out = torch.empty(tasks, rows, width, dtype=dtype)
     return 2 * tasks * rows * width * width / seconds(lambda: torch.bmm(a, b, out=out), 20)
 
 
@@ -120,14 +130,15 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
     default = episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS
     horizon = valid.horizon
     all_tasks = max(1, default[0] // (tasks * horizon)) * horizon  # per task, all tasks a slice
-    for key, backend, slicing in [
-            ("structured", "structured", default),
-            *[(f"  slices {n}", "structured", (n, default[1]))
+    for key, backend, slicing, dtype in [
+            ("structured", "structured", default, "float32"),
+            ("  bfloat16", "structured", default, "bfloat16"),
+            *[(f"  slices {n}", "structured", (n, default[1]), "float32")
               for n in SLICE_SIZES if n != default[0]],
-            ("  all tasks", "structured", (tasks * all_tasks, all_tasks)),
-            ("  unsliced", "structured", (10 ** 12, 10 ** 12)),
-            ("autograd", "autograd", default)]:
-        config.fisher_backend = backend
+            ("  all tasks", "structured", (tasks * all_tasks, all_tasks), "float32"),
+            ("  unsliced", "structured", (10 ** 12, 10 ** 12), "float32"),
+            ("autograd", "autograd", default, "float32")]:
+        config.fisher_backend, config.fisher_dtype = backend, dtype
         # read when the product is built
         episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS = slicing
         build = lambda: make_fisher_product(policy, meta, batch.train, batch.iterates, valid,
@@ -135,6 +146,7 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
         setup[key] = seconds(build, 1)
         products[key] = build()
     episode_slices.SLICE_STEPS, episode_slices.TASK_STEPS = default
+    config.fisher_dtype = "float32"
     setup["third order"] = seconds(lambda: third_order_product(kl, meta), 1)
     products["third order"] = third_order_product(kl, meta)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(0))
@@ -142,13 +154,15 @@ def run_case(name: str, path: str, overrides: list[str], threads: int, quality: 
     width = max(layer.out_features for layer in policy.mean.layers[:-1])
     rate = bmm_rate(tasks, rows, width)
     floor = structured_flops(policy, tasks, rows, len(batch.train)) / rate
+    low_rate = bmm_rate(tasks, rows, width, torch.bfloat16)
     reference = products["third order"](v)
     print(f"{name} ({path} {' '.join(overrides)}): {tasks} tasks x {rows} steps, policy "
           f"{config.hidden_sizes} {config.activation}, {threads} thread(s)")
     print(f"  bmm ({tasks}, {rows}, {width}) @ ({tasks}, {width}, {width}): "
           f"{rate / 1e9:.0f} GFLOP/s; structured product "
           f"{structured_flops(policy, tasks, rows, len(batch.train)) / 1e9:.2f} GFLOP, "
-          f"floor {floor:.3f} s")
+          f"floor {floor:.3f} s; in bfloat16 {low_rate / 1e9:.0f} GFLOP/s, floor "
+          f"{floor * rate / low_rate:.3f} s")
     for key in products:
         error = ((products[key](v) - reference).norm() / reference.norm()).item()
         print(f"  {key:14s} {times[key]:7.3f} s per product ({times[key] / floor:5.2f}x the floor,"
@@ -185,7 +199,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     for name, (path, overrides) in CASES.items():
-        if not args.only or name == args.only:
+        if name == args.only or (not args.only and name in DEFAULT_CASES):
             run_case(name, path, overrides, args.threads, not args.no_quality)
 
 

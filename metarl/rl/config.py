@@ -60,6 +60,11 @@ class RLConfig:
         "auto", doc="how exact and adapted products are computed: structured (written out for "
         "metarl's MLP policies, ~2x faster), autograd (double backward, any model), auto "
         "(structured where the policy allows it)")
+    fisher_dtype: Literal["float32", "bfloat16"] = spec(
+        "float32", doc="precision of the Fisher-vector products inside conjugate gradient "
+        "(structured products only): bfloat16 runs their matmuls 2-3x faster where the CPU or "
+        "GPU has bfloat16 units; the gradient, the step's length and the line search's KL "
+        "stay float32")
     fisher_fraction: float = spec(
         1.0, low=0, low_open=True, high=1,
         doc="share of each task's validation episodes used in Fisher-vector products")
@@ -102,6 +107,11 @@ class RLConfig:
         if self.multi_step_loss and self.cg_preconditioner == "kfac":
             raise ConfigError("config key 'cg_preconditioner': kfac is built on the last "
                               "step's policies only; use none with multi_step_loss")
+        if self.fisher_dtype != "float32" and (self.fisher == "autograd"
+                                               or self.fisher_backend == "autograd"):
+            raise ConfigError("config key 'fisher_dtype': bfloat16 products are the structured "
+                              "ones; use fisher exact or adapted with fisher_backend auto or "
+                              "structured")
         if self.method == "metasgd" and self.fisher == "adapted":
             raise ConfigError("config key 'fisher': adapted has no curvature for Meta-SGD's "
                               "rates; use exact or autograd with method metasgd")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from metarl.functional import Params
@@ -58,14 +59,27 @@ def slice_episodes(episodes: Episodes, part: BatchSlice) -> Episodes:
                     rewards=episodes.rewards[where], mask=episodes.mask[where])
 
 
+def cast_params(params: Params, dtype: torch.dtype) -> Params:
+    return {name: value.to(dtype) for name, value in params.items()}
+
+
+def cast_episodes(episodes: Episodes, dtype: torch.dtype) -> Episodes:
+    """Episodes with their floating-point tensors in ``dtype`` (discrete actions stay)."""
+    def cast(x: Tensor) -> Tensor:
+        return x.to(dtype) if x.is_floating_point() else x
+    return Episodes(obs=cast(episodes.obs), actions=cast(episodes.actions),
+                    rewards=cast(episodes.rewards), mask=cast(episodes.mask))
+
+
 def take_tasks(params: Params, tasks: slice) -> Params:
     """Stacked (T, ...) dicts cut to tasks ``tasks``: views, no copies."""
     return {name: value[tasks] for name, value in params.items()}
 
 
-def _add(total: Params | None, part: Params, tasks: slice, num_tasks: int) -> Params:
+def _add(total: Params | None, part: Params, tasks: slice, num_tasks: int,
+         dtype: torch.dtype) -> Params:
     if total is None:
-        total = {name: value.new_zeros((num_tasks, *value.shape[1:]))
+        total = {name: value.new_zeros((num_tasks, *value.shape[1:]), dtype=dtype)
                  for name, value in part.items()}
     for name, value in part.items():
         total[name][tasks].add_(value)
@@ -76,24 +90,32 @@ class SlicedProduct:
     """``products[i](v)`` summed over the slices into each task's total, (T, ...) by name;
     ``surrogate_gradient`` likewise, each slice on its part of the advantages (T, E, H).
     A product of ``rl.mlp_fisher`` built per slice, on its tasks' parameters:
-    ``make(slice_of_episodes, part)``, part a ``BatchSlice``."""
+    ``make(slice_of_episodes, part)``, part a ``BatchSlice``.
+
+    dtype: the precision the slices' products were built in (``cast_episodes``); the
+    vector is rounded to it on the way in, the totals are summed in the vector's.
+    """
 
     def __init__(self, episodes: Episodes, make: Callable[[Episodes, BatchSlice], object],
-                 steps: int | None = None, task_steps: int | None = None):
-        self.num_tasks = episodes.num_tasks
+                 steps: int | None = None, task_steps: int | None = None,
+                 dtype: torch.dtype | None = None):
+        self.num_tasks, self.dtype = episodes.num_tasks, dtype
         self.parts = batch_slices(episodes, steps, task_steps)
         self.products = [make(slice_episodes(episodes, part), part) for part in self.parts]
 
     def __call__(self, vector: Params) -> Params:
-        total = None
+        total, out_dtype = None, next(iter(vector.values())).dtype
+        low = vector if self.dtype is None else cast_params(vector, self.dtype)
         for product, part in zip(self.products, self.parts):
-            total = _add(total, product(take_tasks(vector, part.tasks)), part.tasks,
-                         self.num_tasks)
+            total = _add(total, product(take_tasks(low, part.tasks)), part.tasks,
+                         self.num_tasks, out_dtype)
         return total
 
     def surrogate_gradient(self, advantages: Tensor) -> Params:
-        total = None
+        total, out_dtype = None, advantages.dtype
+        if self.dtype is not None:
+            advantages = advantages.to(self.dtype)
         for product, part in zip(self.products, self.parts):
             gradient = product.surrogate_gradient(advantages[part.tasks, part.episodes])
-            total = _add(total, gradient, part.tasks, self.num_tasks)
+            total = _add(total, gradient, part.tasks, self.num_tasks, out_dtype)
         return total

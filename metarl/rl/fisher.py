@@ -23,7 +23,11 @@ inner loss.
 - ``fisher: autograd``: the third-order reference, differentiating the KL's
   gradient through the adaptation (``third_order_product``).
 
-Exact and adapted can use a share of the validation episodes (``fisher_fraction``).
+Exact and adapted can use a share of the validation episodes (``fisher_fraction``),
+and the structured products can run in bfloat16 (``fisher_dtype``): each slice's
+matmuls then take 2-3x less time on CPUs with bfloat16 units, at a relative error of
+about 2e-3 per product; only conjugate gradient sees them (``rl.maml_trpo`` keeps the
+gradient in float32, and the line search the exact KL).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from metarl.rl.adaptation import (
     inner_names_of,
     split_rates,
 )
-from metarl.rl.episode_slices import SlicedProduct, take_tasks
+from metarl.rl.episode_slices import SlicedProduct, cast_episodes, cast_params, take_tasks
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
 from metarl.rl.mlp_fisher import (
@@ -55,6 +59,7 @@ from metarl.rl.mlp_fisher import (
 )
 
 FisherProduct = Callable[[Tensor], Tensor]  # flat v (size of the meta-parameters) -> F v
+FISHER_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # config key fisher_dtype
 
 
 def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
@@ -90,7 +95,9 @@ def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
     """
     if config.fisher == "autograd":
         return third_order_product(kl_through_adaptation, meta_params)
-    if curvature is not None and config.fisher == "exact" and config.fisher_fraction == 1:
+    dtype = FISHER_DTYPES[config.fisher_dtype]
+    if (curvature is not None and config.fisher == "exact" and config.fisher_fraction == 1
+            and dtype is None):
         return curvature.product
     fraction = config.fisher_fraction
     valid = subsample_episodes(valid, fraction)
@@ -106,7 +113,7 @@ def make_fisher_product(policy: nn.Module, meta_params: Mapping[str, Tensor],
         return StructuredCurvature(layout, meta_params, train, iterates, valid,
                                    config.inner_objective, config.inner_lr,
                                    config.first_order, policy,
-                                   inner_names_of(policy, config)).product
+                                   inner_names_of(policy, config), dtype).product
     with torch.no_grad():
         old_dist = call(policy, iterates[-1], valid.obs)
     return autograd_product(policy, meta_params, train, inner_loss(config.inner_objective),
@@ -195,29 +202,37 @@ class StructuredCurvature:
     def __init__(self, layout: MLPLayout, meta_params: Mapping[str, Tensor],
                  train: TrainBatches, iterates: list[Params], valid: Episodes,
                  inner_objective: str, inner_lr: float, first_order: bool,
-                 policy: nn.Module | None = None, inner_names=None):
+                 policy: nn.Module | None = None, inner_names=None,
+                 dtype: torch.dtype | None = None):
         buffers = Buffers()
         names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
-        count = valid_steps(valid.mask)
-        self.fisher = SlicedProduct(valid, lambda part, where: PolicyFisher(
-            layout, take_tasks(iterates[-1], where.tasks), part, buffers, count[where.tasks],
-            valid.num_tasks))
+        # dtype: the slices' products run in it (FISHER_DTYPES); J's steps and sums do not.
+        low = (lambda x: x) if dtype is None else (lambda x: x.to(dtype))
+        count = low(valid_steps(valid.mask))
+        points = iterates if dtype is None else [cast_params(p, dtype) for p in iterates]
+        slice_valid = valid if dtype is None else cast_episodes(valid, dtype)
+        self.fisher = SlicedProduct(slice_valid, lambda part, where: PolicyFisher(
+            layout, take_tasks(points[-1], where.tasks), part, buffers, count[where.tasks],
+            valid.num_tasks), dtype=dtype)
         # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
         steps = train if learned or not first_order else []
         hessians = [None if first_order else self._inner_hessian(
-                        layout, point, episodes, adv, inner_objective, buffers)
-                    for (episodes, adv), point in zip(steps, iterates)]
+                        layout, point, episodes if dtype is None else
+                        cast_episodes(episodes, dtype), low(adv), inner_objective, buffers,
+                        dtype)
+                    for (episodes, adv), point in zip(steps, points)]
         gradients = ([dict(zip(names, g)) for g in inner_gradients(
             policy, steps, iterates, inner_loss(inner_objective))] if learned else [])
         self.jacobian = AdaptationJacobian(detach_params(meta_params), names, rates, learned,
                                            hessians, gradients, valid.num_tasks)
 
     @staticmethod
-    def _inner_hessian(layout, point, episodes, advantages, objective, buffers):
+    def _inner_hessian(layout, point, episodes, advantages, objective, buffers, dtype=None):
         count = valid_steps(episodes.mask)
         return SlicedProduct(episodes, lambda part, where: InnerHessian(
             layout, take_tasks(point, where.tasks), part,
-            advantages[where.tasks, where.episodes], objective, buffers, count[where.tasks]))
+            advantages[where.tasks, where.episodes], objective, buffers, count[where.tasks]),
+            dtype=dtype)
 
     def product(self, vector: Tensor) -> Tensor:
         return self.jacobian.transpose(self.fisher(self.jacobian.apply(vector)))
