@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from metarl.functional import call, detach_params, flatten, params_of, unflatten
-from metarl.rl import maml_trpo
 from metarl.rl.adaptation import inner_iterates
-from metarl.rl.families import load_for_sampling
+from metarl.rl.families import checkpoint_meta_batches
 from metarl.rl.fisher import StructuredCurvature, make_fisher_product, structured_layout
 from metarl.rl.losses import inner_loss, mean_kl, surrogate
 from metarl.rl.trpo import natural_gradient_step
@@ -71,17 +70,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(2026)
-    state, config, family, env, policy = load_for_sampling(args.checkpoint, rng)
-    generator = torch.Generator().manual_seed(0)
+    state, config, policy, batches = checkpoint_meta_batches(args.checkpoint, args.batches)
     rows: dict[str, list] = {}
-    for _ in range(args.batches):
-        env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
-        seeds = [int(s) for s in rng.integers(2**31 - 1, size=config.inner_steps + 1)]
-        batch, _ = maml_trpo.sample_meta_batch(env, policy, config, seeds, generator)
+    for batch in batches:
         for name, value in compare_on_batch(policy, config, batch).items():
             rows.setdefault(name, []).append(value)
-    env.close()
     reference = np.array([imp for _, imp, _ in rows["float32"]])
     print(f"{config.env}, iteration {state['iteration']}, {args.batches} meta-batches")
     print(f"| products in | cosine to the float32 step | surrogate improvement (x float32) "

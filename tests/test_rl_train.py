@@ -171,6 +171,18 @@ def test_load_for_sampling_restores_the_checkpoints_policy(tmp_path):
     env.close()
 
 
+def test_checkpoint_meta_batches_samples_fresh_batches_of_the_config(tmp_path):
+    from metarl.rl.families import checkpoint_meta_batches
+
+    run = tmp_path / "run"
+    train(config("iterations=1"), make_family(config()), run, progress=False)
+    _, cfg, _, batches = checkpoint_meta_batches(run / "checkpoint.pt", 2)
+    first, second = list(batches)
+    assert first.valid.obs.shape[:2] == (cfg.meta_batch_size, cfg.episodes_per_task)
+    assert len(first.train) == cfg.inner_steps
+    assert not torch.equal(first.valid.obs, second.valid.obs)  # other tasks, other episodes
+
+
 def test_runs_written_before_a_config_key_existed_still_evaluate_and_resume(tmp_path, capsys):
     # A run from an older metarl has no cg_preconditioner / kfac_damping in its saved
     # configs: it ran with their defaults, so it must evaluate and resume as before.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from metarl.config import ConfigError, load_config
@@ -53,3 +54,26 @@ def load_for_sampling(checkpoint: str | Path, rng):
     policy = build_policy(config, env.single_observation_space, env.single_action_space)
     policy.load_state_dict(state["model"])
     return state, config, family, env, policy
+
+
+def checkpoint_meta_batches(checkpoint: str | Path, count: int, seed: int = 2026):
+    """(state, config, policy, batches) for analyses of the outer step: ``batches`` yields
+    ``count`` meta-batches (``maml_trpo.MetaBatch``) of fresh tasks, sampled and adapted
+    as in training by the checkpoint's policy; the env closes after the last."""
+    from metarl.rl.maml_trpo import sample_meta_batch
+
+    rng = np.random.default_rng(seed)
+    state, config, family, env, policy = load_for_sampling(checkpoint, rng)
+    generator = torch.Generator().manual_seed(0)
+
+    def batches():
+        try:
+            for _ in range(count):
+                env.set_tasks(family.sample_tasks(rng, config.meta_batch_size))
+                seeds = [int(s) for s in rng.integers(2**31 - 1, size=config.inner_steps + 1)]
+                yield sample_meta_batch(env, policy, config, seeds, generator)[0]
+        finally:
+            env.close()
+
+    return state, config, policy, batches()
+
