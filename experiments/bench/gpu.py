@@ -1,7 +1,7 @@
 """Seconds per MAML-TRPO meta-iteration on every device present, measured in one run.
 
-The one-command GPU benchmark: 2D navigation (``navigation-2d.yaml``) and
-HalfCheetahVel (``halfcheetah-vel.yaml``, 40 tasks x 20 episodes x 200 steps), the
+The one-command GPU benchmark: 2D navigation (``navigation-2d.yaml``; also with
+``fisher_dtype: bfloat16``) and HalfCheetahVel (``halfcheetah-vel.yaml``, 40 tasks x 20 episodes x 200 steps), the
 paper's settings, real meta-iterations (``meta_iteration.seconds_per_phase``) on
 ``cpu`` and, when one is present, ``cuda``, each in its own process. Printed per case:
 seconds per phase on each device and the cpu/cuda ratio; the device's fp32 matmul
@@ -38,6 +38,9 @@ from metarl.rl.train import build_policy, make_env
 from metarl.runs import keep_freed_memory
 
 CASES = {"navigation": ("experiments/configs/navigation-2d.yaml", []),
+         # the outer step's conjugate gradient on bfloat16 Fisher products
+         "navigation-bf16": ("experiments/configs/navigation-2d.yaml",
+                             ["fisher_dtype=bfloat16"]),
          "halfcheetah": ("experiments/configs/halfcheetah-vel.yaml", []),
          # GPU only (on the CPU Warp is ~10x slower than C MuJoCo), where installed.
          "halfcheetah-warp": ("experiments/configs/halfcheetah-vel.yaml",
@@ -79,7 +82,8 @@ def matmul_flops(path: str, overrides: list[str]) -> float:
 
 
 def describe(case: str, device: str) -> str:
-    env = {"navigation": "numpy arrays" if device == "cpu" else "torch tensors on the GPU",
+    navigation = "numpy arrays" if device == "cpu" else "torch tensors on the GPU"
+    env = {"navigation": navigation, "navigation-bf16": navigation,
            "halfcheetah": "C MuJoCo (mujoco.batch) on the CPU",
            "halfcheetah-warp": "MuJoCo Warp on the GPU (CUDA graph per control step)"}[case]
     return f"{case}: physics {env}, policy and outer step on {device}"
