@@ -1,13 +1,13 @@
 """How good is a TRPO step whose conjugate gradient runs on bfloat16 Fisher products?
 
 On real meta-batches sampled from a trained run's checkpoint, computes the TRPO step
-(conjugate gradient on the structured products, scaled to max_kl by the float32
-product, as in training) with ``fisher_dtype: float32`` and ``bfloat16``, and prints the
+(conjugate gradient on the structured products, scaled to max_kl by its own CG
+residual, as in training) with ``fisher_dtype: float32`` and ``bfloat16``, and prints the
 cosine between the two steps, the bfloat16 step's surrogate improvement relative to
 the float32 step's, and each full step's KL (means over ``--batches`` meta-batches).
 A step that kept its direction and length scores cosine 1 and improvement 1.
 
-    RUN=experiments/results/halfcheetah-dir/maml-seed0
+    RUN=experiments/results/halfcheetah-dir/maml-all-episodes-seed0
     python experiments/fisher_precision.py $RUN/checkpoint.pt --batches 3
 """
 

@@ -63,8 +63,7 @@ class RLConfig:
     fisher_dtype: Literal["float32", "bfloat16"] = spec(
         "float32", doc="precision of the Fisher-vector products inside conjugate gradient "
         "(structured products only): bfloat16 runs their matmuls 2-3x faster where the CPU or "
-        "GPU has bfloat16 units; the gradient, the step's length and the line search's KL "
-        "stay float32")
+        "GPU has bfloat16 units; the gradient and the line search's KL stay float32")
     fisher_fraction: float = spec(
         1.0, low=0, low_open=True, high=1,
         doc="share of each task's validation episodes used in Fisher-vector products")

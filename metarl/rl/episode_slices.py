@@ -59,16 +59,20 @@ def slice_episodes(episodes: Episodes, part: BatchSlice) -> Episodes:
                     rewards=episodes.rewards[where], mask=episodes.mask[where])
 
 
-def cast_params(params: Params, dtype: torch.dtype) -> Params:
-    return {name: value.to(dtype) for name, value in params.items()}
+def cast(x: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """x in ``dtype`` if it is floating-point (discrete actions stay); None: x as it is."""
+    return x if dtype is None or not x.is_floating_point() else x.to(dtype)
 
 
-def cast_episodes(episodes: Episodes, dtype: torch.dtype) -> Episodes:
-    """Episodes with their floating-point tensors in ``dtype`` (discrete actions stay)."""
-    def cast(x: Tensor) -> Tensor:
-        return x.to(dtype) if x.is_floating_point() else x
-    return Episodes(obs=cast(episodes.obs), actions=cast(episodes.actions),
-                    rewards=cast(episodes.rewards), mask=cast(episodes.mask))
+def cast_params(params: Params, dtype: torch.dtype | None) -> Params:
+    return {name: cast(value, dtype) for name, value in params.items()}
+
+
+def cast_episodes(episodes: Episodes, dtype: torch.dtype | None) -> Episodes:
+    if dtype is None:
+        return episodes
+    return Episodes(obs=cast(episodes.obs, dtype), actions=cast(episodes.actions, dtype),
+                    rewards=cast(episodes.rewards, dtype), mask=cast(episodes.mask, dtype))
 
 
 def take_tasks(params: Params, tasks: slice) -> Params:
@@ -105,17 +109,15 @@ class SlicedProduct:
 
     def __call__(self, vector: Params) -> Params:
         total, out_dtype = None, next(iter(vector.values())).dtype
-        low = vector if self.dtype is None else cast_params(vector, self.dtype)
+        low = cast_params(vector, self.dtype)
         for product, part in zip(self.products, self.parts):
             total = _add(total, product(take_tasks(low, part.tasks)), part.tasks,
                          self.num_tasks, out_dtype)
         return total
 
     def surrogate_gradient(self, advantages: Tensor) -> Params:
-        total, out_dtype = None, advantages.dtype
-        if self.dtype is not None:
-            advantages = advantages.to(self.dtype)
+        total, out_dtype, low = None, advantages.dtype, cast(advantages, self.dtype)
         for product, part in zip(self.products, self.parts):
-            gradient = product.surrogate_gradient(advantages[part.tasks, part.episodes])
+            gradient = product.surrogate_gradient(low[part.tasks, part.episodes])
             total = _add(total, gradient, part.tasks, self.num_tasks, out_dtype)
         return total

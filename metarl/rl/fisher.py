@@ -26,8 +26,9 @@ inner loss.
 Exact and adapted can use a share of the validation episodes (``fisher_fraction``),
 and the structured products can run in bfloat16 (``fisher_dtype``): each slice's
 matmuls then take 2-3x less time on CPUs with bfloat16 units, at a relative error of
-about 2e-3 per product; only conjugate gradient sees them (``rl.maml_trpo`` keeps the
-gradient in float32, and the line search the exact KL).
+about 2e-3 per product; only conjugate gradient sees them, and with them the step's
+length (from CG's residual). ``rl.maml_trpo`` keeps the gradient in float32, and the
+line search checks the exact KL.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from metarl.rl.adaptation import (
     inner_names_of,
     split_rates,
 )
-from metarl.rl.episode_slices import SlicedProduct, cast_episodes, cast_params, take_tasks
+from metarl.rl.episode_slices import (
+    SlicedProduct,
+    cast,
+    cast_episodes,
+    cast_params,
+    take_tasks,
+)
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import PolicyLoss, inner_loss, mean_kl
 from metarl.rl.mlp_fisher import (
@@ -207,19 +214,16 @@ class StructuredCurvature:
         buffers = Buffers()
         names, rates, learned = step_rates(meta_params, inner_lr, inner_names)
         # dtype: the slices' products run in it (FISHER_DTYPES); J's steps and sums do not.
-        low = (lambda x: x) if dtype is None else (lambda x: x.to(dtype))
-        count = low(valid_steps(valid.mask))
-        points = iterates if dtype is None else [cast_params(p, dtype) for p in iterates]
-        slice_valid = valid if dtype is None else cast_episodes(valid, dtype)
-        self.fisher = SlicedProduct(slice_valid, lambda part, where: PolicyFisher(
+        count = cast(valid_steps(valid.mask), dtype)
+        points = [cast_params(p, dtype) for p in iterates]
+        self.fisher = SlicedProduct(cast_episodes(valid, dtype), lambda part, where: PolicyFisher(
             layout, take_tasks(points[-1], where.tasks), part, buffers, count[where.tasks],
             valid.num_tasks), dtype=dtype)
         # J = I for first-order MAML and ANIL; Meta-SGD's g_k a terms stay in first order.
         steps = train if learned or not first_order else []
         hessians = [None if first_order else self._inner_hessian(
-                        layout, point, episodes if dtype is None else
-                        cast_episodes(episodes, dtype), low(adv), inner_objective, buffers,
-                        dtype)
+                        layout, point, cast_episodes(episodes, dtype), cast(adv, dtype),
+                        inner_objective, buffers, dtype)
                     for (episodes, adv), point in zip(steps, points)]
         gradients = ([dict(zip(names, g)) for g in inner_gradients(
             policy, steps, iterates, inner_loss(inner_objective))] if learned else [])
