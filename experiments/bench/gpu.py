@@ -4,9 +4,10 @@ The one-command GPU benchmark: 2D navigation (``navigation-2d.yaml``; also with
 ``fisher_dtype: bfloat16``) and HalfCheetahVel (``halfcheetah-vel.yaml``, 40 tasks x 20
 episodes x 200 steps), the paper's settings, real meta-iterations
 (``meta_iteration.seconds_per_phase``) on ``cpu`` and, when one is present, ``cuda``,
-each in its own process. Printed per case: seconds per phase on each device and the cpu/cuda ratio; the device's fp32 matmul
-rate measured in the same run; and the floor, the meta-iteration's matmul FLOPs
-(counted by ``torch.utils.flop_counter`` over one real iteration) at that rate.
+each in its own process. Printed per case: seconds per phase on each device and the
+cpu/cuda ratio; the device's fp32 matmul rate measured in the same run; and the floor,
+the meta-iteration's matmul FLOPs (counted by ``torch.utils.flop_counter`` over one real
+iteration) at that rate.
 
 Where the work runs: navigation on device tensors on cuda (``vectorization: torch``,
 chosen automatically there), numpy on cpu; HalfCheetah's physics is C MuJoCo on the
