@@ -7,7 +7,8 @@ reports in ``info`` (``reward_*``, ``x_velocity``), per running step. Made to fi
 why AntDir did not learn: e.g. the same policy at the run's dt and at the MAML paper's.
 
     RUN=experiments/results/ant-dir/maml-rllab-reward-xavier-seed0
-    python experiments/episode_terms.py $RUN/checkpoint.pt --env-set frame_skip=5 --env-set frame_skip=2
+    python experiments/episode_terms.py $RUN/checkpoint.pt \
+        --env-set frame_skip=5 --env-set frame_skip=2
 """
 
 from __future__ import annotations
