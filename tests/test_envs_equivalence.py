@@ -89,14 +89,16 @@ def test_half_cheetah_native_equals_sync(family_cls, num_threads):
     run_both(family, tasks, 2, steps=50, seed=3, native_kwargs={"num_threads": num_threads})
 
 
-@pytest.mark.parametrize("observation", ["state", "rllab"])
+@pytest.mark.parametrize("observation, model",
+                         [("state", "gymnasium"), ("rllab", "gymnasium"), ("rllab", "rllab")])
 @pytest.mark.parametrize("family_cls", [AntVelFamily, AntDirFamily, AntGoalFamily])
-def test_ant_native_equals_sync_with_terminations(family_cls, observation):
-    family = family_cls(max_episode_steps=40, observation=observation)
+def test_ant_native_equals_sync_with_terminations(family_cls, observation, model):
+    family = family_cls(max_episode_steps=40, observation=observation, model=model)
     tasks = family.sample_tasks(np.random.default_rng(0), 2)
     # Large random actions make the ant jump or flip: unhealthy -> terminated.
     n_done = run_both(family, tasks, 2, steps=60, seed=4, action_scale=3.0,
-                      native_kwargs={"num_threads": 2, "observation": observation})
+                      native_kwargs={"num_threads": 2, "observation": observation,
+                                     "model": model})
     assert n_done > 0
 
 

@@ -22,11 +22,19 @@ rllab; at reset, from ``mj_forward``.
 Velocity is the torso's xy displacement / dt, read from the free joint's qpos.
 (Ant-v5 reads ``xpos`` of the torso, which lags by one physics step.)
 
-Differences from the rllab versions used by MAML: observation (rllab: full
-qpos incl. x, y, qvel, clipped cfrc_ext, torso rotation matrix and centre of
-mass; 125 dims); initial state (rllab: qpos + 0.01 N(0, 1), qvel + 0.1 N(0, 1));
-weights (rllab: control 0.005, contact 5e-4, survive 0.05; here the Ant-v5
-defaults 0.5, 5e-4, 1.0, all arguments); cold solver start each control step.
+``model="rllab"`` is the model and reset of rllab's ant.xml, which MAML's Ant envs
+load (cbfinn/maml_rl): one RK4 step of 0.02 s per control step (Gymnasium's: 0.01 s,
+frame skip 5, dt 0.05 s), softer contacts (every geom's solimp 0.8 0.8 0.01), the start
+pose of the file's ``init_qpos`` (torso at 0.55 m, ankles bent 1 rad; Gymnasium starts
+from ``qpos0``, torso at 0.75 m, joints at 0), reset noise qpos + 0.01 N(0, 1) and qvel
++ 0.1 N(0, 1) (scaled by ``reset_noise_scale`` / 0.1). The rest of the two files is the
+same (bodies, joints, armature, damping, density, friction, margin, torques 150).
+
+Differences from the rllab versions used by MAML that remain: velocity (rllab: the
+torso subtree's centre-of-mass velocity after the step); contact forces (rllab's MuJoCo
+1.31 computed them in ``mj_forward`` after the step); weights unless set (rllab: control
+0.005, contact 5e-4, survive 0.05; here the Ant-v5 defaults 0.5, 5e-4, 1.0); cold solver
+start each control step.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from envs.mujoco.base import MujocoRules, MujocoTaskEnv, MujocoTaskFamily, Mujoc
 from envs.mujoco.families import DirectionFamily, VelocityFamily
 
 OBSERVATIONS = ("state", "rllab")
+MODELS = ("gymnasium", "rllab")
 TORSO = 1  # body id of the torso in ant.xml (0 is the world)
 
 
@@ -52,6 +61,9 @@ class AntRules(MujocoRules):
         terminate_when_unhealthy: end the episode when unhealthy.
         observation: ``"state"`` (27: qpos without x, y, and qvel) or ``"rllab"`` (125:
             rllab's, with x, y, contact forces, torso orientation and centre of mass).
+        model: ``"gymnasium"`` (Gymnasium's ant.xml and reset) or ``"rllab"`` (rllab's,
+            as MAML: dt 0.02 s in one physics step, its contacts, start pose and reset
+            noise; see the module docstring).
     """
 
     xml_file = "ant.xml"
@@ -66,9 +78,15 @@ class AntRules(MujocoRules):
         healthy_z_range: tuple[float, float] = (0.2, 1.0),
         terminate_when_unhealthy: bool = True,
         observation: str = "state",
+        model: str = "gymnasium",
     ):
         if observation not in OBSERVATIONS:
             raise ValueError(f"Ant observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if model not in MODELS:
+            raise ValueError(f"Ant model must be one of {MODELS}, got {model!r}")
+        self.model = model
+        if model == "rllab":
+            self.frame_skip = 1
         self.ctrl_cost_weight = ctrl_cost_weight
         self.contact_cost_weight = contact_cost_weight
         self.healthy_reward = healthy_reward
@@ -77,6 +95,24 @@ class AntRules(MujocoRules):
         self.observation_kind = observation
         if observation == "rllab":
             self.observation_fields = ("cfrc_ext", "xmat", "subtree_com")
+
+    def edit_model(self, spec):
+        if self.model == "rllab":
+            spec.option.timestep = 0.02
+            for geom in spec.geoms:
+                geom.solimp[:3] = (0.8, 0.8, 0.01)
+
+    def initial_qpos(self, model):
+        if self.model == "rllab":
+            return model.numeric("init_qpos").data.copy()
+        return super().initial_qpos(model)
+
+    def initial_state(self, rng, init_qpos, init_qvel, noise_scale):
+        if self.model == "rllab":  # rllab: 0.01 and 0.1 at its fixed scale, Gymnasium's 0.1
+            qpos = init_qpos + noise_scale / 10 * rng.standard_normal(init_qpos.size)
+            qvel = init_qvel + noise_scale * rng.standard_normal(init_qvel.size)
+            return qpos, qvel
+        return super().initial_state(rng, init_qpos, init_qvel, noise_scale)
 
     def observation(self, qpos, qvel, fields):
         if self.observation_kind == "state":

@@ -30,7 +30,10 @@ HORIZON = 200  # the MAML paper's MuJoCo episodes; the families' and vector envs
 def initial_state(
     rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray, noise_scale: float
 ):
-    """Gymnasium v5 reset noise: qpos + U(-s, s), qvel + s * N(0, 1), drawn in this order."""
+    """Gymnasium v5 reset noise: qpos + U(-s, s), qvel + s * N(0, 1), drawn in this order.
+
+    ``MujocoRules.initial_state``'s default; (nq,), (nv,) -> (nq,), (nv,).
+    """
     qpos = init_qpos + rng.uniform(low=-noise_scale, high=noise_scale, size=init_qpos.size)
     qvel = init_qvel + noise_scale * rng.standard_normal(init_qvel.size)
     return qpos, qvel
@@ -48,12 +51,24 @@ class MujocoRules:
     task_keys: tuple[str, ...]
     default_task: Task
     skip_qpos: int  # leading qpos entries (x, or x and y) left out of the observation
+    frame_skip = 5  # physics steps per control step unless the env is given one
     needs_contact_forces = False
     observation_fields: tuple[str, ...] = ()  # MjData fields the observation reads besides
     # qpos and qvel; the envs pass them as left by the last physics step (or mj_forward at reset)
 
     def check_task(self, task: Task) -> None:
         check_task_keys(task, self.task_keys, self.name)
+
+    def edit_model(self, spec: mujoco.MjSpec) -> None:
+        """Changes to the Gymnasium model before it is compiled (default: none)."""
+
+    def initial_qpos(self, model: mujoco.MjModel) -> np.ndarray:
+        """(nq,) pose that reset noise is added to (default: the model's ``qpos0``)."""
+        return model.qpos0.copy()
+
+    def initial_state(self, rng, init_qpos, init_qvel, noise_scale):
+        """One reset: (nq,), (nv,) -> noisy (nq,), (nv,); draws only from ``rng``."""
+        return initial_state(rng, init_qpos, init_qvel, noise_scale)
 
     def task_arrays(self, tasks: list[Task]) -> dict[str, np.ndarray]:
         """Task dicts -> arrays (T, ...) keyed like the tasks."""
@@ -87,7 +102,8 @@ class MujocoTaskEnv(MujocoEnv):
 
     Args:
         task: task dict (None: the family default).
-        frame_skip: physics steps per control step (5, dt = 0.05 s).
+        frame_skip: physics steps per control step (None: the rules', 5 for
+            Gymnasium's models, dt = 0.05 s).
         reset_noise_scale: initial-state noise scale (Gymnasium v5: 0.1).
         render_mode: Gymnasium render mode.
         **rules_kwargs: reward weights of the family (see its rules).
@@ -100,7 +116,7 @@ class MujocoTaskEnv(MujocoEnv):
         self,
         task: Task | None = None,
         *,
-        frame_skip: int = 5,
+        frame_skip: int | None = None,
         reset_noise_scale: float = 0.1,
         render_mode: str | None = None,
         **rules_kwargs,
@@ -111,11 +127,12 @@ class MujocoTaskEnv(MujocoEnv):
             MujocoEnv.__init__(
                 self,
                 asset_path(self.rules.xml_file),
-                frame_skip,
+                self.rules.frame_skip if frame_skip is None else frame_skip,
                 observation_space=None,
                 render_mode=render_mode,
             )
         self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
+        self.init_qpos = self.rules.initial_qpos(self.model)
         obs_dim = self.rules.observation_size(self.model)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
         self.set_task(self.rules.default_task if task is None else task)
@@ -160,7 +177,7 @@ class MujocoTaskEnv(MujocoEnv):
         )
 
     def reset_model(self):
-        qpos, qvel = initial_state(
+        qpos, qvel = self.rules.initial_state(
             self.np_random, self.init_qpos, self.init_qvel, self._reset_noise_scale
         )
         self.set_state(qpos, qvel)  # runs mj_forward: the observation's fields are current
@@ -195,7 +212,7 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
         *,
         num_envs: int | None = None,
         max_episode_steps: int | None = HORIZON,
-        frame_skip: int = 5,
+        frame_skip: int | None = None,
         reset_noise_scale: float = 0.1,
         num_threads: int | None = None,
         physics: str = "mujoco",
@@ -208,9 +225,10 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
             tasks, episodes_per_task, num_envs, self.rules.default_task
         )
         self.model = load_model(self.rules)
+        frame_skip = self.rules.frame_skip if frame_skip is None else frame_skip
         self.dt = self.model.opt.timestep * frame_skip
         self._reset_noise_scale = reset_noise_scale
-        self._init_qpos = self.model.qpos0.copy()
+        self._init_qpos = self.rules.initial_qpos(self.model)
         self._init_qvel = np.zeros(self.model.nv)
         low, high = self.model.actuator_ctrlrange.astype(np.float32).T
         action_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -241,7 +259,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
     def _reset_envs(self, idx: np.ndarray) -> np.ndarray:
         # A Python loop over the envs being reset: only at episode starts.
         states = [
-            initial_state(self._rngs[i], self._init_qpos, self._init_qvel, self._reset_noise_scale)
+            self.rules.initial_state(self._rngs[i], self._init_qpos, self._init_qvel,
+                                     self._reset_noise_scale)
             for i in idx
         ]
         qpos = np.array([s[0] for s in states]).reshape(len(idx), -1)

@@ -65,9 +65,10 @@ def asset_path(xml_file: str) -> str:
 
 
 def load_model(rules) -> mujoco.MjModel:
-    """The Gymnasium model of ``rules`` (a ``MujocoRules``); with a contact-force sensor
-    if they need one."""
+    """The Gymnasium model of ``rules`` (a ``MujocoRules``), as its ``edit_model`` changes
+    it; with a contact-force sensor if they need one."""
     spec = mujoco.MjSpec.from_file(asset_path(rules.xml_file))
+    rules.edit_model(spec)
     if rules.needs_contact_forces:
         contact_force_model(spec)
     with quiet_settotalmass():
