@@ -66,7 +66,8 @@ def main() -> None:
             old = rollout_rate(envs["sync"], policy, params, args.horizon, r)[0]
         best["sync-old"] = max(best["sync-old"], old)
         best["engine"] = max(best["engine"], ceiling_rate(model, args.tasks * args.episodes,
-                                                          args.horizon, workers, control=0.0))
+                                                          args.horizon, workers, frame_skip=5,
+                                                          control=0.0))
     print(f"Meta-World {args.benchmark} {env_name or 'mixed classes'}, T={args.tasks} x "
           f"E={args.episodes} envs, "
           f"H={args.horizon}, 512-512 tanh policy, {workers} CPUs, best of {args.rounds}")

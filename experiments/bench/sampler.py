@@ -13,6 +13,8 @@ Rates are env steps per second; (a), (a') and (b) count the steps that are data
 the best of each is kept (fair on a shared machine).
 
     python experiments/bench/sampler.py --env AntVel --horizon 200 --hidden 100,100
+    python experiments/bench/sampler.py --env AntVel --horizon 200 --hidden 100,100 \
+        --env-set model=rllab --env-set observation=rllab   # the MAML paper's Ant
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import mujoco
 import mujoco.batch
 import numpy as np
 import torch
+import yaml
 
 from envs.mujoco.ant import AntVelFamily
 from envs.mujoco.half_cheetah import HalfCheetahVelFamily
@@ -54,7 +57,7 @@ def rollout_rate(env, policy, params, horizon: int, seed: int) -> tuple[float, f
 
 
 def ceiling_rate(model: mujoco.MjModel, num_envs: int, horizon: int, threads: int,
-                 frame_skip: int = 5, control: float = 0.3) -> float:
+                 frame_skip: int, control: float = 0.3) -> float:
     batch = mujoco.batch.Batch(model, num_envs, nthread=threads)
     batch.reset()
     controls = np.full((num_envs, frame_skip * horizon, model.nu), control)
@@ -73,10 +76,17 @@ def main() -> None:
     parser.add_argument("--hidden", default="64,64", help="policy hidden sizes")
     parser.add_argument("--threads", type=int, default=2, help="MuJoCo threads")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--env-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one env setting (YAML value), e.g. model=rllab; repeatable")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    env_kwargs = {}
+    for change in args.env_set:
+        key, _, value = change.partition("=")
+        env_kwargs[key] = yaml.safe_load(value)
 
-    family = FAMILIES[args.env](max_episode_steps=args.horizon, num_threads=args.threads)
+    family = FAMILIES[args.env](max_episode_steps=args.horizon, num_threads=args.threads,
+                                **env_kwargs)
     tasks = family.sample_tasks(np.random.default_rng(0), args.tasks)
     native = family.make_vector_env(tasks, args.episodes)
     sync = family.make_vector_env(tasks, args.episodes, vectorization="sync")
@@ -88,6 +98,7 @@ def main() -> None:
     params = expand_params(params_of(policy), args.tasks)
     params = {k: v.detach().contiguous() for k, v in params.items()}
 
+    frame_skip = round(native.dt / native.model.opt.timestep)
     variants = {"native": native, "autoreset": Autoreset(native), "sync": sync}
     best = {name: 0.0 for name in [*variants, "ceiling"]}
     kept = {}
@@ -98,9 +109,11 @@ def main() -> None:
             rate, kept[name] = rollout_rate(env, policy, params, args.horizon, r)
             best[name] = max(best[name], rate)
         best["ceiling"] = max(best["ceiling"], ceiling_rate(native.model, native.num_envs,
-                                                            args.horizon, args.threads))
+                                                            args.horizon, args.threads,
+                                                            frame_skip))
     n = native.num_envs
-    print(f"{args.env}, T={args.tasks} x E={args.episodes} = {n} envs, H={args.horizon}, "
+    print(f"{args.env} {env_kwargs or ''}, dt {native.dt:g} s ({frame_skip} physics steps), "
+          f"T={args.tasks} x E={args.episodes} = {n} envs, H={args.horizon}, "
           f"{args.hidden} Gaussian policy, {args.threads} MuJoCo threads, best of "
           f"{args.rounds} rounds; {kept['native']:.0%} of the steps before episodes end")
     print(f"  (a)  rollout, native env, ended episodes held   {best['native']:9.0f} steps/s")
