@@ -20,11 +20,13 @@ def test_rllab_model_differs_from_gymnasiums_only_where_rllabs_file_does():
     model = env.model
     assert model.opt.timestep == 0.02 and model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
     assert env.frame_skip == 1 and env.dt == 0.02
-    np.testing.assert_array_equal(model.geom_solimp[:, :3], np.tile([0.8, 0.8, 0.01], (model.ngeom, 1)))
+    np.testing.assert_array_equal(model.geom_solimp[:, :3],
+                                  np.tile([0.8, 0.8, 0.01], (model.ngeom, 1)))
     np.testing.assert_array_equal(model.geom_solref, gym_model.geom_solref)
     for field in ("body_mass", "body_inertia", "dof_armature", "dof_damping", "geom_friction",
                   "geom_margin", "jnt_range", "actuator_gear", "actuator_ctrlrange"):
-        np.testing.assert_array_equal(getattr(model, field), getattr(gym_model, field), err_msg=field)
+        np.testing.assert_array_equal(getattr(model, field), getattr(gym_model, field),
+                                      err_msg=field)
     env.close()
 
 

@@ -140,30 +140,38 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2, help="the peer's warm-up iterations")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=["structured"],
+                        choices=["structured", "bfloat16"],
+                        help="metarl's outer step: float32 (structured) and/or bfloat16 products")
     args = parser.parse_args()
     if not (args.peer_dir / "maml_rl" / "metalearners" / "maml_trpo.py").is_file():
         parser.error(f"not a pytorch-maml-rl checkout: {args.peer_dir}")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(peer_config(args.task), f)
-    peer, ours = [], []
+    peer, ours = [], {variant: [] for variant in args.variants}
     for r in range(args.rounds):
         peer += peer_seconds(args.peer_python, args.peer_dir, f.name, args.warmup,
                              args.iterations)
-        ours.append(run_variant(args.task, "structured", 1, args.iterations)["total"])
-        print(f"round {r + 1}: pytorch-maml-rl {sum(peer[-args.iterations:]) / args.iterations:.3f}"
-              f" s, metarl {ours[-1]:.3f} s per iteration", flush=True)
+        peer_round = sum(peer[-args.iterations:]) / args.iterations
+        line = f"round {r + 1}: pytorch-maml-rl {peer_round:.3f} s"
+        for variant, seconds in ours.items():
+            seconds.append(run_variant(args.task, variant, 1, args.iterations)["total"])
+            line += f", metarl ({variant}) {seconds[-1]:.3f} s"
+        print(line + " per iteration", flush=True)
     Path(f.name).unlink()
-    peer_mean, ours_mean = sum(peer) / len(peer), sum(ours) / len(ours)
+    peer_mean = sum(peer) / len(peer)
+    engine = engine_seconds(args.task)
     print(f"{args.task} ({' '.join([CASES[args.task][0], *CASES[args.task][1]])}: "
           f"{json.dumps(peer_config(args.task))}), 1 thread each, "
           f"{args.rounds} x {args.iterations} iterations after warm-up")
-    print(f"  pytorch-maml-rl {peer_mean:.3f} s, metarl {ours_mean:.3f} s per meta-iteration: "
-          f"pytorch-maml-rl takes {peer_mean / ours_mean:.2f}x metarl's time")
-    engine = engine_seconds(args.task)
-    if engine is not None:
-        print(f"  bare MuJoCo for the iteration's env steps (mujoco.batch, 1 thread, no policy): "
-              f"{engine:.3f} s; metarl {ours_mean / engine:.2f}x it, pytorch-maml-rl "
-              f"{peer_mean / engine:.2f}x")
+    for variant, seconds in ours.items():
+        ours_mean = sum(seconds) / len(seconds)
+        print(f"  pytorch-maml-rl {peer_mean:.3f} s, metarl ({variant}) {ours_mean:.3f} s per "
+              f"meta-iteration: pytorch-maml-rl takes {peer_mean / ours_mean:.2f}x metarl's time")
+        if engine is not None:
+            print(f"    bare MuJoCo for the iteration's env steps (mujoco.batch, 1 thread, no "
+                  f"policy): {engine:.3f} s; metarl {ours_mean / engine:.2f}x it, "
+                  f"pytorch-maml-rl {peer_mean / engine:.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ exact product) as a share of the best one (the exact natural gradient, by 100
 preconditioned CG iterations), for plain CG and K-FAC-preconditioned CG.
 
     python experiments/bench/fisher_product.py [--only navigation] [--threads 1]
-    python experiments/bench/fisher_product.py --only navigation-512 --no-quality  # Meta-World width
+    python experiments/bench/fisher_product.py --only navigation-512 --no-quality  # 512 wide
 """
 
 from __future__ import annotations

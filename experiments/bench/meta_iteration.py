@@ -9,7 +9,8 @@ episodes), real meta-iterations (the training loop's own functions) for:
   (``fisher_backend: autograd``, bit-identical to the earlier code) and glibc's
   default allocator settings;
 - ``structured``: the structured product and ``runs.keep_freed_memory``;
-- ``K-FAC, 5 CG``: the same with K-FAC-preconditioned CG stopped at 5 iterations.
+- ``K-FAC, 5 CG``: the same with K-FAC-preconditioned CG stopped at 5 iterations;
+- ``bfloat16``: ``structured`` with the Fisher products in bfloat16 (``fisher_dtype``).
 
 Each variant runs in its own process (the allocator setting is per process),
 alternated over ``--rounds`` so that drift of the machine cancels; printed:
@@ -43,7 +44,8 @@ CASES = {
 VARIANTS = {"before": (["fisher_backend=autograd"], False),
             "structured": (["fisher_backend=structured"], True),
             "K-FAC, 5 CG": (["fisher_backend=structured", "cg_preconditioner=kfac",
-                             "cg_iters=5"], True)}
+                             "cg_iters=5"], True),
+            "bfloat16": (["fisher_backend=structured", "fisher_dtype=bfloat16"], True)}
 PHASES = ["time/sampling", "time/adaptation", "time/gradient", "time/cg", "time/line_search"]
 
 
