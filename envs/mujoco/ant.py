@@ -84,7 +84,7 @@ class AntRules(MujocoRules):
             raise ValueError(f"Ant observation must be one of {OBSERVATIONS}, got {observation!r}")
         if model not in MODELS:
             raise ValueError(f"Ant model must be one of {MODELS}, got {model!r}")
-        self.model = model
+        self.model_kind = model
         if model == "rllab":
             self.frame_skip = 1
         self.ctrl_cost_weight = ctrl_cost_weight
@@ -97,18 +97,18 @@ class AntRules(MujocoRules):
             self.observation_fields = ("cfrc_ext", "xmat", "subtree_com")
 
     def edit_model(self, spec):
-        if self.model == "rllab":
+        if self.model_kind == "rllab":
             spec.option.timestep = 0.02
             for geom in spec.geoms:
                 geom.solimp[:3] = (0.8, 0.8, 0.01)
 
     def initial_qpos(self, model):
-        if self.model == "rllab":
+        if self.model_kind == "rllab":
             return model.numeric("init_qpos").data.copy()
         return super().initial_qpos(model)
 
     def initial_state(self, rng, init_qpos, init_qvel, noise_scale):
-        if self.model == "rllab":  # rllab: 0.01 and 0.1 at its fixed scale, Gymnasium's 0.1
+        if self.model_kind == "rllab":  # rllab: 0.01 and 0.1 at its fixed scale, Gymnasium's 0.1
             qpos = init_qpos + noise_scale / 10 * rng.standard_normal(init_qpos.size)
             qvel = init_qvel + noise_scale * rng.standard_normal(init_qvel.size)
             return qpos, qvel
