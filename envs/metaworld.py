@@ -178,6 +178,9 @@ class MetaWorldEnv(gym.Env):
 class MetaWorldFamily:
     """Meta-World ML1 / ML10 / ML45 as a ``envs.base.TaskFamily``.
 
+    ``max_envs`` (class attribute): sub-envs one vector env may hold, about 18 MB each;
+    evaluation adapts larger task sets in chunks (``rl.evaluate.adaptation_curves``).
+
     Args:
         benchmark: ``"ML1"``, ``"ML10"`` or ``"ML45"``.
         env_name: the ML1 class; None for ML10 and ML45.
@@ -188,6 +191,8 @@ class MetaWorldFamily:
             the envs), ``"sync"`` (one process) or ``"async"`` (a process per env).
         workers: processes of ``"processes"`` (default: the CPUs this process may use).
     """
+
+    max_envs = 400
 
     def __init__(self, benchmark_name: str = "ML1", env_name: str | None = None,
                  split: str = "train", seed: int = 0, max_episode_steps: int | None = None,

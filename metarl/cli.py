@@ -104,12 +104,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from metarl.supervised.sinusoid_eval import evaluate_sinusoid
 
     config = load_run_config(args.run_dir)
+    if args.split == "train" and config.kind != "rl":
+        raise ConfigError("--split train is for RL runs (Meta-World's meta-train tasks)")
     if config.kind == "rl":
         result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
                              num_tasks=default(args.tasks, 40), episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt",
                              inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5),
-                             samples=args.samples)
+                             samples=args.samples, held_out=args.split == "test")
         curves = {result["method"]: result["curve"]}
         if "success" in result:
             curves["success"] = result["success"]
@@ -228,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=count(1), help="RL: at least this many steps per "
                           "task and step, in whole episodes (default: the run's eval_samples)")
     evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument("--split", choices=["test", "train"], default="test",
+                          help="RL: the held-out tasks (default) or the training tasks (for "
+                          "Meta-World its meta-train split; elsewhere the same distribution)")
     evaluate.add_argument("--checkpoint", help="checkpoint.pt (supervised default) or best.pt "
                           "(RL default: the best iterate, as the paper evaluates)")
     evaluate.add_argument("--inner-lr", type=positive_number, help="first test-time step "

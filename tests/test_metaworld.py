@@ -14,6 +14,9 @@ from envs.metaworld import MetaWorldEnv, MetaWorldFamily, benchmark, split_tasks
 from envs.metaworld_patches import MetaWorldOwn  # noqa: E402
 from envs.registration import get_family  # noqa: E402
 from metarl.cli import main  # noqa: E402
+from metarl.rl.evaluate import adaptation_curves, load_policy  # noqa: E402
+from metarl.rl.families import make_family  # noqa: E402
+from metarl.runs import load_run_config  # noqa: E402
 
 
 def goals(bench, split):
@@ -83,6 +86,16 @@ def test_maml_trpo_smoke_run_logs_and_evaluates_success(tmp_path, capsys):
     assert set(result["success"]["per_class"]) == {"reach-v3"}
     assert (run / "evaluation-success.png").exists()
     assert "success" in (run / "evaluation.csv").read_text().splitlines()[0]
+    assert result["split"] == "test"
+    assert main(["evaluate", str(run), "--tasks", "2", "--episodes", "1", "--steps", "0",
+                 "--checkpoint", "checkpoint.pt", "--split", "train",
+                 "--out", str(run / "train.json")]) == 0
+    assert json.loads((run / "train.json").read_text())["split"] == "train"
+    config, _, policy = load_policy(run, make_family(load_run_config(run)), "checkpoint.pt")
+    for held_out, split in [(True, "test"), (False, "train")]:
+        *_, tasks = adaptation_curves(policy, make_family(config), config, 2, 1, 0, 0,
+                                      held_out=held_out)
+        assert {task["split"] for task in tasks} == {split}
     capsys.readouterr()
     assert main(["train", "experiments/configs/navigation-2d.yaml", "--run-dir",
                  str(tmp_path / "bad"), "--quiet", *settings,

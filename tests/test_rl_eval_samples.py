@@ -11,7 +11,9 @@ from metarl.cli import main
 from metarl.config import load_config
 from metarl.rl.episodes import Episodes
 from metarl.rl.evaluate import (
+    _curves,
     adaptation_curves,
+    adapted_rollouts,
     first_episodes_with,
     load_policy,
     per_episode_mean,
@@ -112,3 +114,25 @@ def test_eval_samples_must_be_positive(value):
     from metarl.schema import ConfigError
     with pytest.raises(ConfigError, match="eval_samples"):
         nav_config(f"eval_samples={value}")
+
+
+
+def test_a_family_with_max_envs_is_adapted_in_chunks_of_tasks():
+    """Meta-World's envs are large (``max_envs``): evaluation then runs the drawn tasks
+    a chunk at a time, each chunk as those tasks adapted alone with seed + 1 + c."""
+    config = nav_config()
+    family = make_family(config)
+    torch.manual_seed(0)
+    env = family.make_vector_env(family.sample_tasks(np.random.default_rng(0), 1), 1)
+    policy = build_policy(config, env.single_observation_space, env.single_action_space)
+    env.close()
+    family.max_envs = 4  # 2 tasks of 2 episodes at a time
+    returns, _, tasks = adaptation_curves(policy, family, config, 5, 2, 1, seed=3)
+    drawn = family.sample_tasks(np.random.default_rng(3), 5)
+    assert [t["goal"].tolist() for t in tasks] == [t["goal"].tolist() for t in drawn]
+    assert returns.shape == (5, 2)
+    for c, start in enumerate(range(0, 5, 2)):
+        chunk = tasks[start:start + 2]
+        alone = _curves(adapted_rollouts(policy, family, config, 0, 2, 1, 3 + 1 + c,
+                                         tasks=chunk))[0]
+        np.testing.assert_array_equal(returns[start:start + 2], alone)

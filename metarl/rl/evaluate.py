@@ -140,17 +140,22 @@ def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episode
     (num_tasks, steps + 1); success is the share of successful episodes, None when
     the env reports no success.
 
-    With ``samples``, the tasks drawn from ``seed`` are adapted ``BUDGET_CHUNK`` at a
-    time, chunk c with rollout seed ``seed + 1 + c``."""
-    if samples is None:
+    With ``samples``, or when the T x E envs exceed the family's ``max_envs`` (Meta-World's
+    memory), the tasks drawn from ``seed`` are adapted in chunks (``BUDGET_CHUNK`` tasks,
+    or as many as ``max_envs`` holds), chunk c with rollout seed ``seed + 1 + c``."""
+    max_envs = getattr(family, "max_envs", None)
+    if samples is None and (max_envs is None or num_tasks * episodes <= max_envs):
         return _curves(adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
                                         seed, later_factor, rates, held_out))
+    chunk = BUDGET_CHUNK if samples is not None else num_tasks
+    if max_envs is not None:
+        chunk = min(chunk, max(1, max_envs // episodes))
     family = tasks_family(family, held_out)
     tasks = family.sample_tasks(np.random.default_rng(seed), num_tasks)
     chunks = [_curves(adapted_rollouts(policy, family, config, 0, episodes, steps,
                                        seed + 1 + c, later_factor, rates, False, samples,
-                                       tasks[start:start + BUDGET_CHUNK]))
-              for c, start in enumerate(range(0, num_tasks, BUDGET_CHUNK))]
+                                       tasks[start:start + chunk]))
+              for c, start in enumerate(range(0, num_tasks, chunk))]
     success = None if chunks[0][1] is None else np.concatenate([c[1] for c in chunks])
     return np.concatenate([c[0] for c in chunks]), success, tasks
 
@@ -214,12 +219,13 @@ def load_policy(run_dir: str | Path, family, checkpoint: str):
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
                 checkpoint: str = "best.pt", inner_lr: float | None = None,
-                samples: int | None = None) -> dict:
+                samples: int | None = None, held_out: bool = True) -> dict:
     """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run.
 
     inner_lr: the first step's size (None: the trained one); later steps are
     ``later_factor`` times it. episodes, samples: None takes the run's
     ``eval_episodes`` (else ``episodes_per_task``) and ``eval_samples``.
+    held_out: False draws the tasks from the training tasks (Meta-World's train split).
     """
     config, state, policy = load_policy(run_dir, family, checkpoint)
     config = with_inner_lr(config, inner_lr)
@@ -229,12 +235,12 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
         samples = config.eval_samples
     per_task, success, tasks = adaptation_curves(policy, family, config, num_tasks, episodes,
                                                  steps, seed, later_factor, inner_rates(state),
-                                                 samples=samples)
+                                                 held_out, samples)
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
-            "tasks": num_tasks, "episodes": episodes, "samples": samples, "seed": seed,
-            "metric": "return",
+            "tasks": num_tasks, "split": "test" if held_out else "train",
+            "episodes": episodes, "samples": samples, "seed": seed, "metric": "return",
             "step_sizes": (step_sizes(config.inner_lr, steps, later_factor)
                            if inner_rates(state) is None else "learned (Meta-SGD)"),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
