@@ -95,6 +95,7 @@ def test_unknown_family_names():
         (lambda: get_family("AntVel", low=-0.5, high=3.0), "AntVel velocity range"),
         (lambda: get_family("AntGoal", radius=0.0), "radius must be a positive"),
         (lambda: get_family("AntGoal", radius=-3.0), "radius must be a positive"),
+        (lambda: get_family("AntGoal", region="circle"), "region must be one of"),
         (lambda: get_family("Navigation2D", low=1.0, high=-1.0), "Navigation2D goal range"),
         (lambda: get_family("AntDir", vectorization="gpu"), "vectorization must be one of"),
         (lambda: get_family("AntDir", max_episode_steps=0), "max_episode_steps must be"),
@@ -134,6 +135,10 @@ def test_task_samplers():
     assert r.max() <= 3.0
     assert abs((r < 3.0 / np.sqrt(2)).mean() - 0.5) < 0.05  # area-uniform: half inside r/sqrt(2)
     assert (goals[:, 0] < 0).any() and (goals[:, 1] < 0).any()
+    square = get_family("AntGoal", region="square").sample_tasks(rng, 2000)
+    goals = np.stack([t["goal"] for t in square])
+    assert np.abs(goals).max() <= 3.0 and (np.linalg.norm(goals, axis=1) > 3.0).any()
+    assert abs((np.abs(goals) < 1.5).all(axis=1).mean() - 0.25) < 0.03  # uniform: a quarter
     g = np.stack([t["goal"] for t in get_family("Navigation2D").sample_tasks(rng, 500)])
     assert g.shape == (500, 2) and g.min() >= -0.5 and g.max() <= 0.5
     # Same generator state, same tasks.

@@ -31,7 +31,8 @@ from ``qpos0``, torso at 0.75 m, joints at 0), reset noise qpos + 0.01 N(0, 1) a
 same (bodies, joints, armature, damping, density, friction, margin, torques 150).
 
 Differences from the rllab versions used by MAML that remain: velocity (rllab: the
-torso subtree's centre-of-mass velocity after the step); contact forces (rllab's MuJoCo
+torso subtree's centre-of-mass velocity after the step) and AntGoal's position (that
+subtree's centre of mass; here the torso's); contact forces (rllab's MuJoCo
 1.31 computed them in ``mj_forward`` after the step); weights unless set (rllab: control
 0.005, contact 5e-4, survive 0.05; here the Ant-v5 defaults 0.5, 5e-4, 1.0); cold solver
 start each control step.
@@ -201,7 +202,7 @@ class AntVel(MujocoTaskEnv):
     | reward | ``-|v_x - velocity| + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` |
     | task | ``{"velocity": v}``, v ~ U[0, 3] (``AntVelFamily(low, high)``); default 1.5 |
     | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
-    | vs rllab (MAML) | observation, initial noise, reward weights: see ``envs.mujoco.ant`` |
+    | vs rllab (MAML) | model, observation, reward weights as arguments: see ``envs.mujoco.ant`` |
 
     info: reward_task, reward_survive, reward_ctrl, reward_contact, x_velocity, y_velocity.
     Args: see ``MujocoTaskEnv`` and ``AntRules``.
@@ -218,7 +219,7 @@ class AntDir(MujocoTaskEnv):
     | reward | ``direction * v_x + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` |
     | task | ``{"direction": d}``, d = +1 or -1 with probability 1/2; default +1 |
     | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
-    | vs rllab (MAML) | observation, initial noise, reward weights: see ``envs.mujoco.ant`` |
+    | vs rllab (MAML) | model, observation, reward weights as arguments: see ``envs.mujoco.ant`` |
 
     info: as ``AntVel``. Args: see ``MujocoTaskEnv`` and ``AntRules``.
     """
@@ -234,7 +235,8 @@ class AntGoal(MujocoTaskEnv):
     | reward | ``4 - |xy - goal|_1 + 1 - 0.5 |a|^2 - 5e-4 |contact|^2`` (L1 and offset 4 as MAML) |
     | task | ``{"goal": (2,) array}``, area-uniform in the disc of radius 3; default (1.5, 1.5) |
     | termination | torso z outside [0.2, 1.0]; horizon 200 (MAML paper), ``max_episode_steps`` |
-    | vs rllab (MAML) | goals there uniform in the square [-3, 3]^2; rest: see ``envs.mujoco.ant`` |
+    | vs rllab (MAML) | goals in the square [-3, 3]^2 (``AntGoalFamily(region="square")``), distance
+      from the torso subtree's centre of mass; rest: see ``envs.mujoco.ant`` |
 
     info: as ``AntVel``. Args: see ``MujocoTaskEnv``, ``AntRules``, ``AntGoalRules``.
     """
@@ -277,20 +279,31 @@ class AntDirFamily(DirectionFamily):
     vector_env_cls = AntDirVectorEnv
 
 
+GOAL_REGIONS = ("disc", "square")
+
+
 class AntGoalFamily(MujocoTaskFamily):
-    """Goals area-uniform in the disc of ``radius`` (default 3); see ``MujocoTaskFamily``."""
+    """Goals area-uniform in the disc of ``radius`` (default 3), or with ``region="square"``
+    uniform in the square [-radius, radius]^2 (rllab's AntEnvRandGoal, which MAML used);
+    see ``MujocoTaskFamily``."""
 
     name = "AntGoal"
     env_cls = AntGoal
     vector_env_cls = AntGoalVectorEnv
 
-    def __init__(self, radius: float = 3.0, **kwargs):
+    def __init__(self, radius: float = 3.0, region: str = "disc", **kwargs):
         if not (np.isfinite(radius) and radius > 0):
             raise ValueError(f"AntGoal radius must be a positive number, got {radius}")
+        if region not in GOAL_REGIONS:
+            raise ValueError(f"AntGoal region must be one of {GOAL_REGIONS}, got {region!r}")
         super().__init__(**kwargs)
         self.radius = float(radius)
+        self.region = region
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        if self.region == "square":
+            goals = rng.uniform(-self.radius, self.radius, size=(n, 2))
+            return [{"goal": goal} for goal in goals]
         # sqrt of a uniform radius fraction: uniform per unit area, not per unit radius.
         r = self.radius * np.sqrt(rng.uniform(size=n))
         angle = rng.uniform(0.0, 2 * np.pi, size=n)
