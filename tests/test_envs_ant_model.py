@@ -45,7 +45,7 @@ def test_rllab_vector_env_steps_rllabs_model_from_its_pose():
     """(Trajectories equal the single env's: ``test_envs_equivalence``.)"""
     native = AntDirVectorEnv([{"direction": 1.0}], 4, model="rllab", num_threads=1)
     native.reset(seed=3)
-    assert native.dt == 0.02 and native.model.opt.timestep == 0.02
+    assert native.frame_skip == 1 and native.dt == 0.02 and native.model.opt.timestep == 0.02
     np.testing.assert_allclose(native.physics.qpos[:, 2], 0.55, atol=0.05)
     np.testing.assert_allclose(native.physics.qpos[:, 7:], np.tile(RLLAB_INIT_QPOS[7:], (4, 1)),
                                atol=0.05)

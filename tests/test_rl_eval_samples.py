@@ -116,7 +116,6 @@ def test_eval_samples_must_be_positive(value):
         nav_config(f"eval_samples={value}")
 
 
-
 def test_a_family_with_max_envs_is_adapted_in_chunks_of_tasks():
     """Meta-World's envs are large (``max_envs``): evaluation then runs the drawn tasks
     a chunk at a time, each chunk as those tasks adapted alone with seed + 1 + c."""

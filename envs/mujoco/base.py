@@ -225,8 +225,8 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
             tasks, episodes_per_task, num_envs, self.rules.default_task
         )
         self.model = load_model(self.rules)
-        frame_skip = self.rules.frame_skip if frame_skip is None else frame_skip
-        self.dt = self.model.opt.timestep * frame_skip
+        self.frame_skip = self.rules.frame_skip if frame_skip is None else frame_skip
+        self.dt = self.model.opt.timestep * self.frame_skip
         self._reset_noise_scale = reset_noise_scale
         self._init_qpos = self.rules.initial_qpos(self.model)
         self._init_qvel = np.zeros(self.model.nv)
@@ -242,10 +242,10 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
             if self.rules.observation_fields:
                 raise ValueError(f"{self.rules.name}: physics 'warp' gives no "
                                  f"{self.rules.observation_fields} for the observation")
-            self.physics = WarpPhysics(self.model, self.num_envs, frame_skip,
+            self.physics = WarpPhysics(self.model, self.num_envs, self.frame_skip,
                                        contact_forces=self.rules.needs_contact_forces)
         else:
-            self.physics = BatchPhysics(self.model, self.num_envs, frame_skip,
+            self.physics = BatchPhysics(self.model, self.num_envs, self.frame_skip,
                                         self.num_threads,
                                         contact_forces=self.rules.needs_contact_forces,
                                         fields=self.rules.observation_fields)

@@ -113,8 +113,8 @@ def engine_seconds(task: str) -> float | None:
     tasks = family.sample_tasks(np.random.default_rng(0), config.meta_batch_size)
     env = family.make_vector_env(tasks, config.episodes_per_task)
     steps = env.num_envs * config.horizon
-    frame_skip = round(env.dt / env.model.opt.timestep)
-    rate = ceiling_rate(env.model, env.num_envs, config.horizon, threads=1, frame_skip=frame_skip)
+    rate = ceiling_rate(env.model, env.num_envs, config.horizon, threads=1,
+                        frame_skip=env.frame_skip)
     env.close()
     return 2 * steps / rate
 

@@ -98,7 +98,7 @@ def main() -> None:
     params = expand_params(params_of(policy), args.tasks)
     params = {k: v.detach().contiguous() for k, v in params.items()}
 
-    frame_skip = round(native.dt / native.model.opt.timestep)
+    frame_skip = native.frame_skip
     variants = {"native": native, "autoreset": Autoreset(native), "sync": sync}
     best = {name: 0.0 for name in [*variants, "ceiling"]}
     kept = {}
