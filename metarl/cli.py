@@ -106,12 +106,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = load_run_config(args.run_dir)
     if args.split == "train" and config.kind != "rl":
         raise ConfigError("--split train is for RL runs (Meta-World's meta-train tasks)")
+    if args.lockstep and config.kind != "rl":
+        raise ConfigError("--lockstep is for RL runs (a sample budget of episodes)")
     if config.kind == "rl":
         result = evaluate_rl(args.run_dir, make_family(config), steps=default(args.steps, 3),
                              num_tasks=default(args.tasks, 40), episodes=args.episodes,
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt",
                              inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5),
-                             samples=args.samples, held_out=args.split == "test")
+                             samples=args.samples, held_out=args.split == "test",
+                             lockstep=args.lockstep)
         curves = {result["method"]: result["curve"]}
         if "success" in result:
             curves["success"] = result["success"]
@@ -229,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the run's eval_episodes, else its episodes_per_task)")
     evaluate.add_argument("--samples", type=count(1), help="RL: at least this many steps per "
                           "task and step, in whole episodes (default: the run's eval_samples)")
+    evaluate.add_argument("--lockstep", action="store_true", help="RL, with --samples: keep "
+                          "the episodes that --episodes envs per task, stepped in lockstep, "
+                          "have finished when they hold the samples, as rllab's sampler (the "
+                          "MAML paper's figures); favours short episodes")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--split", choices=["test", "train"], default="test",
                           help="RL: the held-out tasks (default) or the training tasks (for "

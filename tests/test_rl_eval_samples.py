@@ -14,12 +14,16 @@ from metarl.rl.evaluate import (
     _curves,
     adaptation_curves,
     adapted_rollouts,
-    first_episodes_with,
     load_policy,
     per_episode_mean,
-    sample_episodes,
 )
 from metarl.rl.families import make_family
+from metarl.rl.sample_budget import (
+    finished_in_lockstep,
+    first_episodes_with,
+    sample_episodes,
+    sample_in_lockstep,
+)
 from metarl.rl.train import build_policy, train
 
 
@@ -135,3 +139,87 @@ def test_a_family_with_max_envs_is_adapted_in_chunks_of_tasks():
         alone = _curves(adapted_rollouts(policy, family, config, 0, 2, 1, 3 + 1 + c,
                                          tasks=chunk))[0]
         np.testing.assert_array_equal(returns[start:start + 2], alone)
+
+
+def lockstep_by_hand(lengths: list[int], envs: int, samples: int) -> set[int] | None:
+    """rllab's VectorizedSampler loop, step by step: the episodes (indices, round-major)
+    finished at the first step at which they hold ``samples`` steps; None if that step
+    lies beyond some env's known episodes."""
+    per_env = [lengths[j::envs] for j in range(envs)]
+    totals = [sum(e) for e in per_env]
+    finished, held, step = set(), 0, 0
+    while held < samples:
+        step += 1
+        if step > min(totals):
+            return None
+        for j, episodes in enumerate(per_env):
+            end = 0
+            for r, n in enumerate(episodes):
+                end += n
+                if end == step:
+                    finished.add(r * envs + j)
+                    held += n
+    return finished
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_finished_in_lockstep_matches_the_sampler_loop(seed):
+    rng = np.random.default_rng(seed)
+    envs, rounds = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    lengths = rng.integers(1, 12, size=envs * rounds).tolist()
+    for samples in (1, 5, 17, 40, 200):
+        expected = lockstep_by_hand(lengths, envs, samples)
+        keep = finished_in_lockstep(torch.tensor(lengths, dtype=torch.float32), envs, samples)
+        if expected is None:
+            assert keep is None
+        else:
+            assert set(keep.nonzero().flatten().tolist()) == expected
+
+
+def test_lockstep_favours_short_episodes():
+    """Half the episodes last 2 steps, half 20, a budget of one horizon per env: about 60%
+    of the lockstep batch are short ones (an episode still running at the stop is
+    dropped); the first-episodes rule keeps the drawn mix."""
+    rng = np.random.default_rng(0)
+    lengths = torch.tensor(rng.choice([2.0, 20.0], size=40 * 60))
+    keep = finished_in_lockstep(lengths, 40, 800)
+    assert keep is not None
+    assert (lengths[keep] == 2).float().mean() > 0.55
+    first = first_episodes_with(episodes_of_lengths([[int(n) for n in lengths[:300]]], 20),
+                                800)
+    counted = first.mask.sum(-1)[0]
+    assert abs((counted[counted > 0] == 2).float().mean() - 0.5) < 0.15
+
+
+def test_sample_in_lockstep_keeps_finished_episodes_up_to_the_budget():
+    config = nav_config()
+    family = make_family(config)
+    tasks = family.sample_tasks(np.random.default_rng(0), 4)
+    torch.manual_seed(0)
+    probe = family.make_env()
+    policy = build_policy(config, probe.observation_space, probe.action_space)
+    probe.close()
+    params = {k: v.detach().expand(4, *v.shape) for k, v in policy.named_parameters()}
+    episodes = sample_in_lockstep(family, tasks, policy, params, config.horizon, 3, 130,
+                                  np.random.default_rng(1), torch.Generator().manual_seed(0))
+    lengths = episodes.mask.sum(-1)
+    assert episodes.num_tasks == 4 and (lengths.sum(1) >= 130).all()
+    for t in range(4):  # kept episodes first, then padding with no valid step
+        n = int((lengths[t] > 0).sum())
+        assert (lengths[t, :n] > 0).all() and not episodes.mask[t, n:].any()
+        assert n >= 130 / config.horizon
+
+
+def test_evaluate_lockstep_records_it_and_needs_a_budget(tmp_path, capsys):
+    run = tmp_path / "nav"
+    config = nav_config("iterations=1")
+    family = make_family(config)
+    train(config, family, run, progress=False)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--samples", "100",
+                 "--episodes", "3", "--lockstep", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["selection"] == "lockstep" and result["samples"] == 100
+    assert np.isfinite(result["per_task"]).all()
+    assert main(["evaluate", str(run), "--tasks", "3", "--lockstep"]) != 0
+    assert "--lockstep spends a sample budget" in capsys.readouterr().err

@@ -8,12 +8,12 @@ the first step and alpha / 2 after (configurable). All tasks are batched.
 How many episodes: E per task and step, or, with ``samples``, whole episodes
 until each task has at least that many steps, as the paper's test scripts
 collect them (rllab's sampler, 4000 steps per update): once episodes end at the
-goal, E episodes hold fewer steps than that.
+goal, E episodes hold fewer steps than that. Which episodes spend the budget
+(unbiased, or as rllab's lockstep sampler did): ``metarl.rl.sample_budget``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +26,13 @@ from metarl.rl.adaptation import inner_names_of, inner_step
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import inner_loss
 from metarl.rl.maml_trpo import advantages
-from metarl.rl.sampler import rollout
+from metarl.rl.sample_budget import SELECTIONS, sample_episodes, sample_in_lockstep
+from metarl.schema import ConfigError
 
 VALIDATION_SEED = 54321  # + the run seed; evaluation's default seed is 12345
 # Tasks adapted at once under a sample budget: E grows with the rounds the
 # shortest-episode task needs (up to samples / its episode length), for all tasks.
 BUDGET_CHUNK = 50
-
-
-def concat_episodes(parts: list[Episodes]) -> Episodes:
-    """Episodes of the same tasks side by side: (T, E_1 + E_2 + ..., H, ...)."""
-    if len(parts) == 1:
-        return parts[0]
-    success = None if parts[0].success is None else torch.cat([p.success for p in parts], 1)
-    return Episodes(*(torch.cat([getattr(p, name) for p in parts], 1)
-                      for name in ("obs", "actions", "rewards", "mask")), success=success)
-
-
-def first_episodes_with(episodes: Episodes, samples: int) -> Episodes:
-    """Per task, the first episodes that reach ``samples`` steps, the last one whole (it
-    crosses the count); the later episodes are masked out entirely. (T, E, H, ...)."""
-    lengths = episodes.mask.sum(-1)  # (T, E)
-    keep = (lengths.cumsum(1) - lengths < samples).to(episodes.mask.dtype)
-    return replace(episodes, mask=episodes.mask * keep[..., None])
 
 
 def episode_weights(episodes: Episodes) -> Tensor:
@@ -68,25 +52,11 @@ def tasks_family(family, held_out: bool):
     return family.held_out() if held_out and hasattr(family, "held_out") else family
 
 
-def sample_episodes(env, policy: nn.Module, params, horizon: int, rng, generator,
-                    samples: int | None = None) -> Episodes:
-    """One rollout of the env's E episodes per task, or, with ``samples``, rollouts until
-    every task has at least that many steps, trimmed by ``first_episodes_with``."""
-    parts = []
-    while True:
-        parts.append(rollout(env, policy, params, horizon, int(rng.integers(2**31 - 1)),
-                             generator))
-        if samples is None:
-            return parts[0]
-        steps = sum(part.mask.sum((1, 2)) for part in parts)
-        if bool((steps >= samples).all()):
-            return first_episodes_with(concat_episodes(parts), samples)
-
-
 def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                      steps: int, seed: int, later_factor: float = 0.5,
                      rates: dict | None = None, held_out: bool = True,
-                     samples: int | None = None, tasks: list | None = None):
+                     samples: int | None = None, tasks: list | None = None,
+                     selection: str = "first"):
     """Yield (tasks, params, Episodes (T, E, H, ...)) after 0..steps inner steps on fresh
     held-out tasks: the stacked parameters (T, ...) each step's episodes were run with.
 
@@ -95,6 +65,9 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
 
     episodes: E per task and step; with ``samples``, the round size of
     ``sample_episodes`` (E varies with the step then; ``episode_weights`` says which count).
+    selection: with ``samples``, which episodes spend the budget (``sample_budget``):
+    ``first`` (unbiased) or ``lockstep`` (rllab's sampler, as the MAML paper measured);
+    with ``lockstep``, ``episodes`` is its number of envs per task.
 
     rates: Meta-SGD's learned rates (``inner_rates``), in place of ``config.inner_lr``.
     A family with held-out tasks of its own (``held_out()``: Meta-World's test split)
@@ -105,7 +78,8 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     if tasks is None:
         tasks = family.sample_tasks(rng, num_tasks)
     num_tasks = len(tasks)
-    env = family.make_vector_env(tasks, episodes)
+    lockstep = samples is not None and selection == "lockstep"
+    env = None if lockstep else family.make_vector_env(tasks, episodes)
     generator = torch.Generator().manual_seed(seed)
     loss = inner_loss(config.inner_objective)
     params = detach_params(expand_params(params_of(policy), num_tasks))
@@ -113,15 +87,20 @@ def adapted_rollouts(policy: nn.Module, family, config, num_tasks: int, episodes
     inner_names = inner_names_of(policy, config)
     try:
         for step in range(steps + 1):
-            episodes_k = sample_episodes(env, policy, params, config.horizon, rng, generator,
-                                         samples)
+            if lockstep:
+                episodes_k = sample_in_lockstep(family, tasks, policy, params, config.horizon,
+                                                episodes, samples, rng, generator)
+            else:
+                episodes_k = sample_episodes(env, policy, params, config.horizon, rng,
+                                             generator, samples)
             yield tasks, params, episodes_k
             if step == steps:
                 break
             adv = advantages(episodes_k, config.gamma, config.gae_lambda)
             params = inner_step(policy, params, episodes_k, adv, loss, rates[step], inner_names)
     finally:
-        env.close()
+        if env is not None:
+            env.close()
 
 
 def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episodes: int,
@@ -135,14 +114,17 @@ def adaptation_returns(policy: nn.Module, family, config, num_tasks: int, episod
 def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episodes: int,
                       steps: int, seed: int, later_factor: float = 0.5,
                       rates: dict | None = None, held_out: bool = True,
-                      samples: int | None = None):
+                      samples: int | None = None, selection: str = "first"):
     """(returns, success, tasks): per task after 0..steps inner steps, each
     (num_tasks, steps + 1); success is the share of successful episodes, None when
     the env reports no success.
 
     With ``samples``, or when the T x E envs exceed the family's ``max_envs`` (Meta-World's
     memory), the tasks drawn from ``seed`` are adapted in chunks (``BUDGET_CHUNK`` tasks,
-    or as many as ``max_envs`` holds), chunk c with rollout seed ``seed + 1 + c``."""
+    or as many as ``max_envs`` holds), chunk c with rollout seed ``seed + 1 + c``.
+    selection: see ``adapted_rollouts``."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     max_envs = getattr(family, "max_envs", None)
     if samples is None and (max_envs is None or num_tasks * episodes <= max_envs):
         return _curves(adapted_rollouts(policy, family, config, num_tasks, episodes, steps,
@@ -154,7 +136,7 @@ def adaptation_curves(policy: nn.Module, family, config, num_tasks: int, episode
     tasks = family.sample_tasks(np.random.default_rng(seed), num_tasks)
     chunks = [_curves(adapted_rollouts(policy, family, config, 0, episodes, steps,
                                        seed + 1 + c, later_factor, rates, False, samples,
-                                       tasks[start:start + chunk]))
+                                       tasks[start:start + chunk], selection))
               for c, start in enumerate(range(0, num_tasks, chunk))]
     success = None if chunks[0][1] is None else np.concatenate([c[1] for c in chunks])
     return np.concatenate([c[0] for c in chunks]), success, tasks
@@ -219,13 +201,16 @@ def load_policy(run_dir: str | Path, family, checkpoint: str):
 def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40,
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
                 checkpoint: str = "best.pt", inner_lr: float | None = None,
-                samples: int | None = None, held_out: bool = True) -> dict:
+                samples: int | None = None, held_out: bool = True,
+                lockstep: bool = False) -> dict:
     """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run.
 
     inner_lr: the first step's size (None: the trained one); later steps are
     ``later_factor`` times it. episodes, samples: None takes the run's
     ``eval_episodes`` (else ``episodes_per_task``) and ``eval_samples``.
     held_out: False draws the tasks from the training tasks (Meta-World's train split).
+    lockstep: spend ``samples`` as rllab's lockstep sampler did (``sample_budget``; the
+    MAML paper's figures), ``episodes`` envs per task; else the unbiased first episodes.
     """
     config, state, policy = load_policy(run_dir, family, checkpoint)
     config = with_inner_lr(config, inner_lr)
@@ -233,14 +218,20 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
         episodes = config.eval_episodes or config.episodes_per_task
     if samples is None:
         samples = config.eval_samples
+    if lockstep and samples is None:
+        raise ConfigError("--lockstep spends a sample budget: give --samples (or the run's "
+                          "eval_samples)")
+    selection = "lockstep" if lockstep else "first"
     per_task, success, tasks = adaptation_curves(policy, family, config, num_tasks, episodes,
                                                  steps, seed, later_factor, inner_rates(state),
-                                                 held_out, samples)
+                                                 held_out, samples, selection)
     stats = [mean_ci95(per_task[:, k]) for k in range(steps + 1)]
     return {"run_dir": str(run_dir), "kind": config.kind, "method": config.method,
             "env": config.env, "checkpoint": checkpoint, "iteration": int(state["iteration"]),
             "tasks": num_tasks, "split": "test" if held_out else "train",
-            "episodes": episodes, "samples": samples, "seed": seed, "metric": "return",
+            "episodes": episodes, "samples": samples,
+            "selection": selection if samples is not None else None, "seed": seed,
+            "metric": "return",
             "step_sizes": (step_sizes(config.inner_lr, steps, later_factor)
                            if inner_rates(state) is None else "learned (Meta-SGD)"),
             "curve": {"steps": list(range(steps + 1)), "mean": [m for m, _ in stats],
