@@ -130,12 +130,13 @@ def sample_in_lockstep(family, tasks: list, policy, params: dict[str, Tensor], h
         undecided = []
         for i, t in enumerate(pending):
             drawn[t].append(_task(rounds, i))
-            episodes = concat_episodes(drawn[t])
-            keep = finished_in_lockstep(episodes.mask[0].sum(-1), envs, samples)
+            # Decide on the lengths alone; the episodes are joined once, when decided.
+            lengths = torch.cat([part.mask[0].sum(-1) for part in drawn[t]])
+            keep = finished_in_lockstep(lengths, envs, samples)
             if keep is None:
                 undecided.append(t)
             else:
-                kept[t] = _task(episodes, 0, keep.nonzero().flatten())
+                kept[t] = _task(concat_episodes(drawn[t]), 0, keep.nonzero().flatten())
                 drawn[t] = []
         pending = undecided
     return _stack_padded(kept)
