@@ -114,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              seed=args.seed, checkpoint=args.checkpoint or "best.pt",
                              inner_lr=args.inner_lr, later_factor=default(args.later_factor, 0.5),
                              samples=args.samples, held_out=args.split == "test",
-                             lockstep=args.lockstep)
+                             selection="lockstep" if args.lockstep else "first")
         curves = {result["method"]: result["curve"]}
         if "success" in result:
             curves["success"] = result["success"]

@@ -202,15 +202,16 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
                 episodes: int | None = None, seed: int = 12345, later_factor: float = 0.5,
                 checkpoint: str = "best.pt", inner_lr: float | None = None,
                 samples: int | None = None, held_out: bool = True,
-                lockstep: bool = False) -> dict:
+                selection: str = "first") -> dict:
     """Returns after 0..steps inner steps on held-out tasks of a MAML-TRPO run.
 
     inner_lr: the first step's size (None: the trained one); later steps are
     ``later_factor`` times it. episodes, samples: None takes the run's
     ``eval_episodes`` (else ``episodes_per_task``) and ``eval_samples``.
     held_out: False draws the tasks from the training tasks (Meta-World's train split).
-    lockstep: spend ``samples`` as rllab's lockstep sampler did (``sample_budget``; the
-    MAML paper's figures), ``episodes`` envs per task; else the unbiased first episodes.
+    selection: how ``samples`` is spent (``sample_budget``): ``first``, the unbiased first
+    episodes, or ``lockstep``, as rllab's sampler did (the MAML paper's figures) with
+    ``episodes`` envs per task.
     """
     config, state, policy = load_policy(run_dir, family, checkpoint)
     config = with_inner_lr(config, inner_lr)
@@ -218,10 +219,9 @@ def evaluate_rl(run_dir: str | Path, family, steps: int = 3, num_tasks: int = 40
         episodes = config.eval_episodes or config.episodes_per_task
     if samples is None:
         samples = config.eval_samples
-    if lockstep and samples is None:
+    if selection == "lockstep" and samples is None:
         raise ConfigError("--lockstep spends a sample budget: give --samples (or the run's "
                           "eval_samples)")
-    selection = "lockstep" if lockstep else "first"
     per_task, success, tasks = adaptation_curves(policy, family, config, num_tasks, episodes,
                                                  steps, seed, later_factor, inner_rates(state),
                                                  held_out, samples, selection)
