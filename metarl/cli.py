@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--checkpoint", help="--trajectories: best.pt (default) or checkpoint.pt")
     plot.add_argument("--training", action="store_true",
                       help="training curves from TensorBoard (mean and spread over seeds)")
-    plot.add_argument("--tag", help="TensorBoard scalar for --training")
+    plot.add_argument("--tag", action="append",
+                      help="TensorBoard scalar for --training, repeatable (default: the "
+                           "value before and after adaptation)")
     plot.set_defaults(func=cmd_plot)
 
     render = sub.add_parser("render", help="video of a MuJoCo policy before and after "

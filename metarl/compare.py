@@ -10,8 +10,14 @@ from metarl.config import to_dict
 from metarl.plot import metric_label, plot_curves, plot_training
 from metarl.runs import load_run_config
 
-TRAINING_TAGS = {"rl": "return/after_{steps}_steps", "sinusoid": "loss/query_after_adaptation",
-                 "fewshot": "accuracy/query_after_adaptation"}
+# Per kind: (before adaptation, after it, axis label). A training curve draws both, so
+# that the gap the inner steps buy is visible, not just the post-adaptation level.
+TRAINING_TAGS = {
+    "rl": ("return/after_0_steps", "return/after_{steps}_steps", "training return"),
+    "sinusoid": ("loss/query_before_adaptation", "loss/query_after_adaptation", "query loss"),
+    "fewshot": ("accuracy/query_before_adaptation", "accuracy/query_after_adaptation",
+                "query accuracy"),
+}
 
 
 def load_evaluation(run_dir: str | Path, name: str = "evaluation.json") -> dict:
@@ -63,8 +69,12 @@ def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]
     return [s.step for s in scalars], [s.value for s in scalars]
 
 
-def training_figure(run_dirs: list[str], out: str | Path, tag: str | None = None) -> Path:
-    """Training curves; runs whose configs differ only in the seed are one group."""
+def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None = None) -> Path:
+    """Training curves; runs whose configs differ only in the seed are one group.
+
+    tags: TensorBoard scalars to draw, one line per group and tag; by default the
+    kind's value before and after adaptation.
+    """
     groups: dict[str, list] = {}
     labels: dict[str, str] = {}
     for run_dir in run_dirs:
@@ -73,8 +83,41 @@ def training_figure(run_dirs: list[str], out: str | Path, tag: str | None = None
                           if k not in ("seed", "iterations", "threads", "device")},
                          sort_keys=True)
         labels.setdefault(key, run_label(run_dir, config))
-        steps = config.training_inner_steps if config.kind == "rl" else 1
-        run_tag = tag or TRAINING_TAGS[config.kind].format(steps=steps)
-        groups.setdefault(labels[key], []).append(read_scalars(run_dir, run_tag))
-    return plot_training(groups, out, ylabel=tag or "post-adaptation return / loss",
-                         title="meta-training")
+        run_tags = tags or default_training_tags(run_dir, config)
+        for tag in run_tags:
+            label = labels[key] if len(run_tags) == 1 else f"{labels[key]}: {tag_label(tag)}"
+            groups.setdefault(label, []).append(read_scalars(run_dir, tag))
+    ylabel = tags[0] if tags and len(tags) == 1 else \
+        "value" if tags else TRAINING_TAGS[config.kind][2]
+    return plot_training(groups, out, ylabel=ylabel, title="meta-training")
+
+
+def default_training_tags(run_dir: str | Path, config) -> list[str]:
+    """The kind's before and after tags that the run logged (the RL oracle and
+    pretrained baselines take no inner step in training, so log no after)."""
+    before, after, _ = TRAINING_TAGS[config.kind]
+    after = after.format(steps=config.training_inner_steps if config.kind == "rl" else 1)
+    logged = scalar_tags(run_dir)
+    return [tag for tag in (before, after) if tag in logged] or [after]
+
+
+def tag_label(tag: str) -> str:
+    """"return/after_0_steps" -> "before adaptation", "return/after_2_steps" -> "after 2
+    steps", "accuracy/query_after_adaptation" -> "after adaptation"; others as they are."""
+    name = tag.split("/")[-1]
+    if name in ("after_0_steps", "query_before_adaptation"):
+        return "before adaptation"
+    if name == "query_after_adaptation":
+        return "after adaptation"
+    if name.startswith("after_") and name.endswith("_steps"):
+        steps = name[len("after_"):-len("_steps")]
+        return f"after {steps} step{'s' * (steps != '1')}"
+    return tag
+
+
+def scalar_tags(run_dir: str | Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return set(events.Tags()["scalars"])

@@ -125,6 +125,31 @@ def test_plot_compares_runs_and_seeds(tmp_path):
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
 
 
+def test_training_curves_draw_before_and_after_adaptation(tmp_path, monkeypatch):
+    import metarl.compare as compare
+
+    drawn = {}
+    monkeypatch.setattr(compare, "plot_training",
+                        lambda groups, out, ylabel, title: drawn.update(groups, ylabel=ylabel))
+    runs = []
+    for seed in (0, 1):
+        cfg = config("iterations=2", f"seed={seed}")
+        train(cfg, make_family(cfg), tmp_path / f"seed{seed}", progress=False)
+        runs.append(str(tmp_path / f"seed{seed}"))
+    compare.training_figure(runs, tmp_path / "t.png")
+    before, after = "maml (seed0): before adaptation", "maml (seed0): after 1 step"
+    assert sorted(drawn) == sorted([before, after, "ylabel"])
+    assert drawn["ylabel"] == "training return"
+    assert len(drawn[before]) == 2  # the two seeds are one group
+    steps, values = drawn[after][1]
+    assert (steps, values) == compare.read_scalars(runs[1], "return/after_1_steps")
+    drawn.clear()
+    compare.training_figure(runs[:1], tmp_path / "t.png", ["trpo/kl"])
+    assert sorted(drawn) == ["maml (seed0)", "ylabel"] and drawn["ylabel"] == "trpo/kl"
+    assert compare.tag_label("return/after_3_steps") == "after 3 steps"
+    assert compare.tag_label("accuracy/query_before_adaptation") == "before adaptation"
+
+
 def test_best_checkpoint_holds_the_parameters_that_scored_best(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
