@@ -57,16 +57,26 @@ def adaptation_figure(run_dirs: list[str], out: str | Path) -> Path:
                        title="adaptation on held-out tasks")
 
 
-def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
+def load_events(run_dir: str | Path):
+    """The run's TensorBoard scalars, every point kept (an ``EventAccumulator``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
+    return events
+
+
+def scalars_of(events, tag: str, run_dir: str | Path) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``tag`` in loaded events; a clear error naming the run if absent."""
     if tag not in events.Tags()["scalars"]:
         raise CheckpointError(f"{run_dir}: no TensorBoard scalar {tag!r} "
                               f"(has {', '.join(sorted(events.Tags()['scalars']))})")
     scalars = events.Scalars(tag)
     return [s.step for s in scalars], [s.value for s in scalars]
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]:
+    return scalars_of(load_events(run_dir), tag, run_dir)
 
 
 def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None = None) -> Path:
@@ -77,33 +87,38 @@ def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None
     """
     groups: dict[str, list] = {}
     labels: dict[str, str] = {}
+    kinds = []
     for run_dir in run_dirs:
         config = load_run_config(run_dir)
+        kinds.append(config.kind)
         key = json.dumps({k: v for k, v in to_dict(config).items()
                           if k not in ("seed", "iterations", "threads", "device")},
                          sort_keys=True)
         labels.setdefault(key, run_label(run_dir, config))
-        run_tags = tags or default_training_tags(run_dir, config)
+        events = load_events(run_dir)  # read once per run, for every tag drawn
+        run_tags = tags or default_training_tags(config, set(events.Tags()["scalars"]))
         for tag in run_tags:
             label = labels[key] if len(run_tags) == 1 else f"{labels[key]}: {tag_label(tag)}"
-            groups.setdefault(label, []).append(read_scalars(run_dir, tag))
-    ylabel = tags[0] if tags and len(tags) == 1 else \
-        "value" if tags else TRAINING_TAGS[config.kind][2]
+            groups.setdefault(label, []).append(scalars_of(events, tag, run_dir))
+    if tags is None:
+        ylabel = TRAINING_TAGS[kinds[0]][2]
+    else:
+        ylabel = tags[0] if len(tags) == 1 else "value"
     return plot_training(groups, out, ylabel=ylabel, title="meta-training")
 
 
-def default_training_tags(run_dir: str | Path, config) -> list[str]:
-    """The kind's before and after tags that the run logged (the RL oracle and
+def default_training_tags(config, logged: set[str]) -> list[str]:
+    """The kind's before and after tags among those the run logged (the RL oracle and
     pretrained baselines take no inner step in training, so log no after)."""
     before, after, _ = TRAINING_TAGS[config.kind]
     after = after.format(steps=config.training_inner_steps if config.kind == "rl" else 1)
-    logged = scalar_tags(run_dir)
     return [tag for tag in (before, after) if tag in logged] or [after]
 
 
 def tag_label(tag: str) -> str:
-    """"return/after_0_steps" -> "before adaptation", "return/after_2_steps" -> "after 2
-    steps", "accuracy/query_after_adaptation" -> "after adaptation"; others as they are."""
+    """Readable name of a tag: "return/after_0_steps" -> "before adaptation",
+    "return/after_2_steps" -> "after 2 steps", "accuracy/query_after_adaptation" ->
+    "after adaptation"; others as they are."""
     name = tag.split("/")[-1]
     if name in ("after_0_steps", "query_before_adaptation"):
         return "before adaptation"
@@ -113,11 +128,3 @@ def tag_label(tag: str) -> str:
         steps = name[len("after_"):-len("_steps")]
         return f"after {steps} step{'s' * (steps != '1')}"
     return tag
-
-
-def scalar_tags(run_dir: str | Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return set(events.Tags()["scalars"])
