@@ -1,4 +1,4 @@
-"""Command line: ``metarl train | evaluate | plot | bench | data``."""
+"""Command line: ``metarl train | evaluate | plot | progress | render | bench | data``."""
 
 from __future__ import annotations
 
@@ -167,6 +167,13 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_progress(args: argparse.Namespace) -> None:
+    from metarl.progress import format_progress, training_progress
+
+    print("\n\n".join(format_progress(training_progress(run_dir, args.every))
+                       for run_dir in args.run_dirs))
+
+
 def cmd_render(args: argparse.Namespace) -> None:
     import os
 
@@ -265,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="TensorBoard scalar for --training, repeatable (default: the "
                            "value before and after adaptation)")
     plot.set_defaults(func=cmd_plot)
+
+    progress = sub.add_parser("progress", help="where training runs stand: iterations, "
+                              "hours spent and left, value before and after adaptation per "
+                              "block of iterations")
+    progress.add_argument("run_dirs", nargs="+")
+    progress.add_argument("--every", type=count(1), help="iterations per block (default a "
+                          "tenth of the run's iterations)")
+    progress.set_defaults(func=cmd_progress)
 
     render = sub.add_parser("render", help="video of a MuJoCo policy before and after "
                             "adaptation (rows: held-out tasks, columns: inner steps)")

@@ -68,9 +68,13 @@ def load_events(run_dir: str | Path):
 
 def scalars_of(events, tag: str, run_dir: str | Path) -> tuple[list[int], list[float]]:
     """(steps, values) of ``tag`` in loaded events; a clear error naming the run if absent."""
-    if tag not in events.Tags()["scalars"]:
+    logged = events.Tags()["scalars"]
+    if not logged:
+        raise CheckpointError(f"{run_dir} has no TensorBoard scalars (no events.out.tfevents.* "
+                              "files, or empty ones)")
+    if tag not in logged:
         raise CheckpointError(f"{run_dir}: no TensorBoard scalar {tag!r} "
-                              f"(has {', '.join(sorted(events.Tags()['scalars']))})")
+                              f"(has {', '.join(sorted(logged))})")
     scalars = events.Scalars(tag)
     return [s.step for s in scalars], [s.value for s in scalars]
 
