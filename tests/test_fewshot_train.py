@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_supervised_omniglot import make_zip
@@ -10,7 +11,8 @@ from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.supervised.fewshot_eval import evaluate_fewshot
-from metarl.supervised.fewshot_train import train
+from metarl.supervised.datasets import load_classes
+from metarl.supervised.fewshot_train import sample_tasks, sample_training_tasks, train
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +73,29 @@ def test_loop_adaptation_checkpointing_and_clipping_train(tmp_path, data_dir):
         torch.testing.assert_close(runs["recompute"][k], v, rtol=1e-6, atol=1e-7)
 
 
-def test_resume_gives_the_same_parameters(tmp_path, data_dir):
-    train(small_config(data_dir), tmp_path / "full", progress=False)
-    train(small_config(data_dir, "iterations=20"), tmp_path / "split", progress=False)
-    train(small_config(data_dir), tmp_path / "split", resume=True, progress=False)
+@pytest.mark.parametrize("augment", [[], ["augment_rotation=15", "augment_shift=2",
+                                           "augment_scale=0.1"]], ids=["plain", "augmented"])
+def test_resume_gives_the_same_parameters(tmp_path, data_dir, augment):
+    train(small_config(data_dir, *augment), tmp_path / "full", progress=False)
+    train(small_config(data_dir, "iterations=20", *augment), tmp_path / "split", progress=False)
+    train(small_config(data_dir, *augment), tmp_path / "split", resume=True, progress=False)
     full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
     split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["model"]
     for k, v in full.items():
         assert torch.equal(v, split[k]), k
+
+
+def test_augmentation_distorts_training_tasks_only_when_asked(data_dir):
+    plain = small_config(data_dir)
+    augmented = small_config(data_dir, "augment_shift=2")
+    images = load_classes(plain, "train").images
+    support, query = sample_tasks(np.random.default_rng(0), images, plain, 4)
+    same = sample_training_tasks(np.random.default_rng(0), images, plain, 4)
+    moved = sample_training_tasks(np.random.default_rng(0), images, augmented, 4)
+    assert torch.equal(same[0][0], support[0]) and torch.equal(same[1][0], query[0])
+    assert torch.equal(moved[0][1], support[1])  # the same tasks, labels as they were
+    assert moved[0][0].shape == support[0].shape
+    assert not torch.allclose(moved[0][0], support[0], atol=1e-3)
 
 
 def test_resume_may_switch_the_adapt_mode(tmp_path, data_dir):

@@ -79,6 +79,12 @@ class FewshotConfig:
     mirror_training_characters: bool = spec(False, doc="Omniglot: each training character "
                                             "also mirrored left to right, a class of its own "
                                             "(twice the training classes; held-out ones as drawn)")
+    augment_rotation: float = spec(0.0, low=0, high=180, doc="training images turned by up "
+                                   "to this many degrees either way, each at random (0: off)")
+    augment_shift: float = spec(0.0, low=0, doc="training images moved by up to this many "
+                                "pixels along each axis, each at random (0: off)")
+    augment_scale: float = spec(0.0, low=0, high=0.9, doc="training images "
+                                "scaled by a factor in [1 - s, 1 + s], each at random (0: off)")
     eval_split: Literal["test", "val"] = spec("test", doc="MiniImageNet: csv split for evaluate")
     image_size: int | None = spec(None, low=4)
     filters: int | None = spec(None, low=1)
@@ -118,6 +124,10 @@ class FewshotConfig:
     keep_checkpoint_every: int | None = keep_checkpoint_spec()
     log_every: int = spec(100, low=1)
     time_limit_minutes: float | None = time_limit_spec()
+
+    def augments(self) -> bool:
+        """Whether training images get random affine distortions."""
+        return bool(self.augment_rotation or self.augment_shift or self.augment_scale)
 
     def maml_plus_plus(self) -> bool:
         """Whether any MAML++ option that changes the meta-objective is on."""

@@ -24,6 +24,7 @@ from metarl.distributed import SINGLE_PROCESS, Shard
 from metarl.functional import params_of
 from metarl.meta.maml_plus_plus import multi_step_loss, outer_lr_at, step_loss_weights
 from metarl.runs import Run, TrainingLoop, setup_torch
+from metarl.supervised.augment import random_distortion
 from metarl.supervised.classify import cross_entropy_loss
 from metarl.supervised.datasets import load_classes
 from metarl.supervised.fewshot import sample_fewshot
@@ -35,6 +36,17 @@ from metarl.supervised.train import MetaLearner, task_block, to_device
 def sample_tasks(rng: np.random.Generator, images, config, num_tasks: int):
     """(support, query) pairs x (T, N*K, c, H, W), y (T, N*K) of a config's task shape."""
     return sample_fewshot(rng, images, num_tasks, config.ways, config.shots, config.query_shots)
+
+
+def sample_training_tasks(rng: np.random.Generator, images, config, num_tasks: int):
+    """``sample_tasks``, each image then distorted if the config augments (the draws
+    come after the tasks', so a config without augmentation samples as before)."""
+    support, query = sample_tasks(rng, images, config, num_tasks)
+    if not config.augments():
+        return support, query
+    distorted = [(random_distortion(rng, x, config.augment_rotation, config.augment_shift,
+                                    config.augment_scale), y) for x, y in (support, query)]
+    return distorted[0], distorted[1]
 
 
 def meta_gradient(config, model, rates, params, support, query, weight: float = 1.0,
@@ -95,7 +107,7 @@ def train(config, run_dir: str | Path, resume: bool = False, progress: bool = Tr
     tick, since = time.perf_counter(), 0
     with TrainingLoop(run, config, shard, progress, "meta-train") as loop:
         for iteration in loop:
-            batch = sample_tasks(rng, images, config, config.meta_batch_size)
+            batch = sample_training_tasks(rng, images, config, config.meta_batch_size)
             support, query = to_device(task_block(batch, block), device)
             optimizer.zero_grad(set_to_none=True)
             loss = meta_gradient(config, model, rates, params_of(model), support, query, weight,
