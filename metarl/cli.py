@@ -161,7 +161,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
                                  num_tasks=default(args.tasks, 4), steps=default(args.steps, 3),
                                  checkpoint=args.checkpoint or "best.pt")
     elif args.training:
-        path = training_figure(args.run_dirs, args.out, args.tag)
+        path = training_figure(args.run_dirs, args.out, args.tag, args.smooth)
     else:
         path = adaptation_figure(args.run_dirs, args.out)
     print(f"wrote {path}")
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--tag", action="append",
                       help="TensorBoard scalar for --training, repeatable (default: the "
                            "value before and after adaptation)")
+    plot.add_argument("--smooth", type=count(1), help="--training: moving mean of this "
+                      "many logged points over the faint raw line (default a fiftieth of "
+                      "them; 1: raw only)")
     plot.set_defaults(func=cmd_plot)
 
     progress = sub.add_parser("progress", help="where training runs stand: iterations, "

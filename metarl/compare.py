@@ -83,11 +83,12 @@ def read_scalars(run_dir: str | Path, tag: str) -> tuple[list[int], list[float]]
     return scalars_of(load_events(run_dir), tag, run_dir)
 
 
-def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None = None) -> Path:
+def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None = None,
+                    smooth: int | None = None) -> Path:
     """Training curves; runs whose configs differ only in the seed are one group.
 
     tags: TensorBoard scalars to draw, one line per group and tag; by default the
-    kind's value before and after adaptation.
+    kind's value before and after adaptation. smooth: see ``plot_training``.
     """
     groups: dict[str, list] = {}
     labels: dict[str, str] = {}
@@ -108,7 +109,7 @@ def training_figure(run_dirs: list[str], out: str | Path, tags: list[str] | None
         ylabel = TRAINING_TAGS[kinds[0]][2]
     else:
         ylabel = tags[0] if len(tags) == 1 else "value"
-    return plot_training(groups, out, ylabel=ylabel, title="meta-training")
+    return plot_training(groups, out, ylabel=ylabel, title="meta-training", smooth=smooth)
 
 
 def default_training_tags(config, logged: set[str]) -> list[str]:

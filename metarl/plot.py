@@ -22,7 +22,7 @@ def save(fig, ax, out: str | Path, xlabel: str, ylabel: str, title: str) -> Path
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -44,21 +44,43 @@ def plot_curves(curves: dict[str, dict], out: str | Path, ylabel: str, title: st
     return save(fig, ax, out, "inner gradient steps", ylabel, title)
 
 
+def moving_mean(values: list[float], window: int) -> list[float]:
+    """At each point the mean of the last ``window`` values (of all so far at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_training(groups: dict[str, list[tuple[list[int], list[float]]]], out: str | Path,
-                  ylabel: str, title: str = "") -> Path:
+                  ylabel: str, title: str = "", smooth: int | None = None) -> Path:
     """Training curves: per group, the mean over its runs and the min-max spread.
 
     groups: label -> one (steps, values) per run (seeds); runs are cut to the
-    shortest so the mean is over the same iterations.
+    shortest so the mean is over the same iterations. smooth: the mean is also drawn
+    as a moving mean of this many logged points over the faint raw line (default
+    a fiftieth of the points; 1: raw only).
     """
     fig, ax = plt.subplots(figsize=(6, 4))
+    windows = set()
     for label, runs in groups.items():
         length = min(len(steps) for steps, _ in runs)
         steps = runs[0][0][:length]
         values = [values[:length] for _, values in runs]
         mean = [sum(v[i] for v in values) / len(values) for i in range(length)]
-        ax.plot(steps, mean, label=f"{label} ({len(runs)} run{'s' * (len(runs) > 1)})")
+        window = smooth or max(1, length // 50)
+        label = f"{label} ({len(runs)} run{'s' * (len(runs) > 1)})"
+        if window > 1:
+            windows.add(window)
+            raw, = ax.plot(steps, mean, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, moving_mean(mean, window), color=raw.get_color(), label=label)
+        else:
+            raw, = ax.plot(steps, mean, label=label)
         if len(runs) > 1:
             ax.fill_between(steps, [min(v[i] for v in values) for i in range(length)],
-                            [max(v[i] for v in values) for i in range(length)], alpha=0.2)
+                            [max(v[i] for v in values) for i in range(length)], alpha=0.2,
+                            color=raw.get_color())
+    if windows:
+        title += f" (bold: moving mean of {' / '.join(map(str, sorted(windows)))} logged points)"
     return save(fig, ax, out, "meta-iteration", ylabel, title)

@@ -120,7 +120,9 @@ def test_plot_compares_runs_and_seeds(tmp_path):
     assert rows[0] == ["task", "step", "return"] and len(rows) == 1 + 3 * 2
     assert main(["plot", *runs, "--out", str(tmp_path / "curves.png")]) == 0
     assert main(["plot", *runs, "--training", "--out", str(tmp_path / "train.png")]) == 0
-    for name in ("curves.png", "train.png"):
+    assert main(["plot", *runs, "--training", "--smooth", "2", "--out",
+                 str(tmp_path / "smooth.png")]) == 0
+    for name in ("curves.png", "train.png", "smooth.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
 
@@ -130,7 +132,8 @@ def test_training_curves_draw_before_and_after_adaptation(tmp_path, monkeypatch)
 
     drawn = {}
     monkeypatch.setattr(compare, "plot_training",
-                        lambda groups, out, ylabel, title: drawn.update(groups, ylabel=ylabel))
+                        lambda groups, out, ylabel, title, smooth: drawn.update(
+                            groups, ylabel=ylabel))
     runs = []
     for seed in (0, 1):
         cfg = config("iterations=2", f"seed={seed}")
@@ -148,6 +151,16 @@ def test_training_curves_draw_before_and_after_adaptation(tmp_path, monkeypatch)
     assert sorted(drawn) == ["maml (seed0)", "ylabel"] and drawn["ylabel"] == "trpo/kl"
     assert compare.tag_label("return/after_3_steps") == "after 3 steps"
     assert compare.tag_label("accuracy/query_before_adaptation") == "before adaptation"
+
+
+def test_moving_mean_is_the_mean_of_the_last_window_values():
+    from metarl.plot import moving_mean
+
+    values = [3.0, -1.0, 4.0, 1.5, 9.0, -2.6, 5.0]
+    for window in (1, 2, 3, 7, 10):
+        expected = [sum(values[max(0, i - window + 1):i + 1]) / min(i + 1, window)
+                    for i in range(len(values))]
+        assert moving_mean(values, window) == pytest.approx(expected)
 
 
 def test_best_checkpoint_holds_the_parameters_that_scored_best(tmp_path):
