@@ -44,9 +44,12 @@ def sample_training_tasks(rng: np.random.Generator, images, config, num_tasks: i
     support, query = sample_tasks(rng, images, config, num_tasks)
     if not config.augments():
         return support, query
-    distorted = [(random_distortion(rng, x, config.augment_rotation, config.augment_shift,
-                                    config.augment_scale), y) for x, y in (support, query)]
-    return distorted[0], distorted[1]
+
+    def distort(images):
+        return random_distortion(rng, images, config.augment_rotation, config.augment_shift,
+                                 config.augment_scale)
+
+    return (distort(support[0]), support[1]), (distort(query[0]), query[1])
 
 
 def meta_gradient(config, model, rates, params, support, query, weight: float = 1.0,
