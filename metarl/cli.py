@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 from pathlib import Path
 
 from metarl.checkpoint import CheckpointError
+from metarl.cli_types import count, default, positive_number, positive_numbers
 from metarl.config import ConfigError, load_config
 from metarl.distributed import DistributedError, close_shard, init_shard
 from metarl.rl.families import make_family
@@ -58,42 +58,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     elif shard.is_main:
         print(f"run saved in {run_dir}: "
               + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-
-
-def default(value, fallback):
-    """``value`` unless it was not given (0 is a value: 0 steps is the return before adapting)."""
-    return fallback if value is None else value
-
-
-def positive_number(text: str) -> float:
-    """An argparse type: a finite number > 0, else argparse's one-line usage error."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def positive_numbers(text: str) -> float | tuple[float, ...]:
-    """An argparse type: one positive number, or several separated by commas."""
-    values = tuple(positive_number(part) for part in text.split(","))
-    return values[0] if len(values) == 1 else values
-
-
-def count(minimum: int):
-    """An argparse type: an integer >= minimum, else argparse's one-line usage error."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
