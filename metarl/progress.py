@@ -80,8 +80,8 @@ def format_progress(progress: dict) -> str:
     p = progress
     logged = f" (logged to {p['logged']})" if p["logged"] > p["done"] else ""
     head = (f"{p['run_dir']} ({p['method']}, {p['task']}): {p['done']} of {p['total']} "
-            f"iterations checkpointed{logged}, {p['hours']:.2f} h of training, {p['seconds_per_iteration']:.3g} s "
-            "per iteration (median of the last 30 logged)")
+            f"iterations checkpointed{logged}, {p['hours']:.2f} h of training, "
+            f"{p['seconds_per_iteration']:.3g} s per iteration (median of the last 30 logged)")
     if p["done"] < p["total"]:
         head += f", about {p['hours_left']:.2f} h to go"
     if p["best"] is not None:

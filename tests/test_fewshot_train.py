@@ -10,8 +10,8 @@ from test_supervised_omniglot import make_zip
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.supervised.fewshot_eval import evaluate_fewshot
 from metarl.supervised.datasets import load_classes
+from metarl.supervised.fewshot_eval import evaluate_fewshot
 from metarl.supervised.fewshot_train import sample_tasks, sample_training_tasks, train
 
 
