@@ -28,11 +28,11 @@ def seconds_spent(steps: list[int], seconds_per_iteration: list[float]) -> float
 def block_means(steps: list[int], values: list[float], every: int) -> dict[int, float]:
     """Mean of the values logged in each block of ``every`` iterations, keyed by the
     block's first iteration (1, every + 1, ...); blocks with nothing logged are absent."""
-    sums: dict[int, list[float]] = {}
+    blocks: dict[int, list[float]] = {}
     for step, value in zip(steps, values):
         first = (step - 1) // every * every + 1
-        sums.setdefault(first, []).append(value)
-    return {first: sum(v) / len(v) for first, v in sums.items()}
+        blocks.setdefault(first, []).append(value)
+    return {first: sum(v) / len(v) for first, v in blocks.items()}
 
 
 def saved_iteration(path: Path) -> int | None:
