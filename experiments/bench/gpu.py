@@ -11,8 +11,10 @@ iteration) at that rate.
 
 Where the work runs: navigation on device tensors on cuda (``vectorization: torch``,
 chosen automatically there), numpy on cpu; HalfCheetah's physics is C MuJoCo on the
-CPU on either device (MuJoCo Warp is not wired in), its policy on the device.
-On a GPU machine with a fresh install it takes about 3-5 minutes.
+CPU on either device (``halfcheetah``), or MuJoCo Warp on the GPU (``halfcheetah-warp``:
+GPU only, and only where ``pip install -e ".[warp]"`` was done); the policy is on the
+device. On a GPU machine with a fresh install it should take 3-5 minutes (never yet
+measured on one).
 
     python experiments/bench/gpu.py [--iterations 2] [--threads N] [--only navigation]
 """
