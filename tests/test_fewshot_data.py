@@ -100,6 +100,18 @@ def test_omniglot_config_splits_rotated_classes_without_mixing(tmp_path):
     first, again = load_classes(by_count, "eval"), load_classes(by_count, "eval")
     assert first.names == again.names and len(first.names) == 2
     assert set(first.names).isdisjoint(load_classes(by_count, "train").names)
+    # Fewer training characters with held-out alphabets: a fixed random subset of the others.
+    fewer = omniglot_config(tmp_path, train_characters=3, rotations=False, ways=2)
+    few_train = load_classes(fewer, "train").names
+    assert len(few_train) == 3 and set(few_train) < set(base(train.names))
+    assert load_classes(fewer, "train").names == few_train  # the seed fixes the subset
+    assert load_classes(fewer, "eval").names == load_classes(
+        omniglot_config(tmp_path, rotations=False, ways=2), "eval").names
+    assert any(load_classes(omniglot_config(tmp_path, train_characters=3, rotations=False,
+                                            ways=2, seed=seed), "train").names != few_train
+               for seed in range(1, 6))  # drawn from the run's seed
+    assert load_classes(omniglot_config(tmp_path, train_characters=4), "train").names \
+        == train.names  # as many as there are: all, as before
     # Mirrored training characters: twice the training classes, held-out ones unchanged.
     mirrored = omniglot_config(tmp_path, mirror_training_characters=True)
     assert len(load_classes(mirrored, "train").names) == 2 * 4 * 4

@@ -70,10 +70,11 @@ class FewshotConfig:
                          "folder, then from the repository root")
     archives: list[str] = spec(["images_background", "images_evaluation"],
                                doc="Omniglot: archives (name.zip or extracted folder) to read")
-    test_alphabets: list[str] = spec([], doc="Omniglot: hold out these alphabets; empty: split "
-                                     "by train_characters")
+    test_alphabets: list[str] = spec([], doc="Omniglot: hold out these alphabets; empty: hold "
+                                     "out the characters not drawn by train_characters")
     train_characters: int = spec(1200, low=1, doc="Omniglot: random characters for training "
-                                 "when test_alphabets is empty (the paper: 1200)")
+                                 "(the paper: 1200); with test_alphabets, drawn from the "
+                                 "other alphabets' characters, all of them where fewer")
     rotations: bool | None = spec(None, doc="Omniglot: 4 classes per character rotated by "
                                   "multiples of 90 degrees (null: yes for Omniglot)")
     mirror_training_characters: bool = spec(False, doc="Omniglot: each training character "

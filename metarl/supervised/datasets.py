@@ -72,6 +72,10 @@ def omniglot_splits(config) -> tuple[ImageClasses, ImageClasses]:
             raise ConfigError(f"config key 'test_alphabets': {unknown} not in the data "
                               f"(alphabets: {', '.join(characters.alphabets)})")
         train, test = split_by_alphabet(characters, config.test_alphabets)
+        if config.train_characters < len(train.names):  # fewer: how accuracy grows with data
+            rng = np.random.default_rng([config.seed, 1])
+            train = train.subset(sorted(rng.permutation(len(train.names))
+                                        [:config.train_characters].tolist()))
     else:
         if not 0 < config.train_characters < len(characters.names):
             raise ConfigError(f"config key 'train_characters': must be below the "
