@@ -66,6 +66,8 @@ def omniglot_splits(config) -> tuple[ImageClasses, ImageClasses]:
     arch = config.architecture()
     root = resolve_data_dir(config.data_dir)
     characters = read_omniglot(omniglot_sources(root, config.archives), arch["image_size"])
+    # The split has its own generator: the same characters for every run of a seed.
+    rng = np.random.default_rng([config.seed, 1])
     if config.test_alphabets:
         unknown = sorted(set(config.test_alphabets) - set(characters.alphabets))
         if unknown:
@@ -73,16 +75,12 @@ def omniglot_splits(config) -> tuple[ImageClasses, ImageClasses]:
                               f"(alphabets: {', '.join(characters.alphabets)})")
         train, test = split_by_alphabet(characters, config.test_alphabets)
         if config.train_characters < len(train.names):  # fewer: how accuracy grows with data
-            rng = np.random.default_rng([config.seed, 1])
-            train = train.subset(sorted(rng.permutation(len(train.names))
-                                        [:config.train_characters].tolist()))
+            train = split_by_character(train, config.train_characters, rng)[0]
     else:
         if not 0 < config.train_characters < len(characters.names):
             raise ConfigError(f"config key 'train_characters': must be below the "
                               f"{len(characters.names)} characters read from {root}, "
                               f"got {config.train_characters}")
-        # The split has its own generator: the same characters for every run of a seed.
-        rng = np.random.default_rng([config.seed, 1])
         train, test = split_by_character(characters, config.train_characters, rng)
     if config.mirror_training_characters:
         train = with_mirrors(train)
