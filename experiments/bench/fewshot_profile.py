@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 # experiments/bench/supervised.py (this folder is on the path when run as a script)
-from supervised import conv_meta_step, omniglot_batches
+from supervised import conv_meta_step, omniglot_batches, timed
 
 from metarl.config import load_config
 from metarl.conv_ops import _input_grad
@@ -33,13 +33,8 @@ from metarl.supervised.train import build_model
 TASKS, FILTERS, IMAGES = 16, 64, 20
 
 
-def milliseconds(fn, repeats: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1e3
+def milliseconds(fn) -> float:
+    return timed(fn, warm_ups=3) * 1e3
 
 
 def profile_step() -> None:

@@ -253,8 +253,10 @@ def conv_floor(config, threads: int) -> tuple[float, float, float]:
     return total / 1e9, at_conv_rate, total / matmul_rate
 
 
-def timed(fn, repeats: int = 20) -> float:
-    fn()
+def timed(fn, repeats: int = 20, warm_ups: int = 1) -> float:
+    """Seconds per call of ``fn``, after ``warm_ups`` untimed calls."""
+    for _ in range(warm_ups):
+        fn()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
